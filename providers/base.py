@@ -1,0 +1,38 @@
+"""The contract between the engine and a provider adapter (one adapter per wire dialect)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import aiohttp
+from msgspec import Struct
+
+from proxy.schema.deltas import Delta
+from proxy.schema.upstream import UpstreamRequest
+
+
+class PreparedCall(Struct, kw_only=True):
+    """The native HTTP request an adapter would send; built without I/O so tests can assert it."""
+
+    method: str = "POST"
+    url: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class Provider(Protocol):
+    """A wire dialect. ``prepare`` translates, ``run`` performs the call and yields deltas.
+
+    ``run`` raises ``proxy.errors.GatewayError`` subclasses (mapped in one place per adapter)
+    before the first delta when the upstream refuses the request; after the first delta a
+    failure is raised the same way and the engine turns it into an ``error`` event.
+    """
+
+    def prepare(self, request: UpstreamRequest) -> PreparedCall: ...
+
+    def run(self, request: UpstreamRequest) -> AsyncIterator[Delta]: ...
+
+
+class ProviderFactory(Protocol):
+    def __call__(self, session: aiohttp.ClientSession) -> Provider: ...

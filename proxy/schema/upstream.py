@@ -1,0 +1,71 @@
+"""What the engine hands a provider adapter: one deployment and one fully resolved request."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from msgspec import Struct
+
+from proxy.schema.items import Item
+from proxy.schema.request import CreateResponseBody, Tool, ToolChoice
+
+Dialect = Literal["openai_responses", "openai_chat", "simulator"]
+AuthStyle = Literal["bearer", "api-key", "x-api-key", "none"]
+
+
+class Timeouts(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Seconds. ``first_byte`` bounds the wait for response headers and the first chunk,
+    ``idle`` the gap between stream chunks, ``total`` the whole upstream call."""
+
+    connect: float = 5.0
+    first_byte: float = 60.0
+    idle: float = 60.0
+    total: float = 600.0
+
+
+class Quirks(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Capability differences between hosts that speak the same dialect."""
+
+    developer_role: bool = True
+    """The host accepts the ``developer`` role; when false it is sent as ``system``."""
+    max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+    """Which Chat Completions field carries the output token limit."""
+    stream_usage: bool = True
+    """The host honours ``stream_options.include_usage``."""
+    reasoning_effort: bool = True
+    """The host accepts ``reasoning_effort``."""
+    sampling_params: bool = True
+    """The host accepts temperature/top_p (OpenAI reasoning models do not)."""
+
+
+class Deployment(Struct, kw_only=True):
+    """One concrete upstream a model alias may be served by."""
+
+    name: str
+    provider: str
+    dialect: Dialect
+    base_url: str
+    model: str
+    api_key: str | None = msgspec.field(default=None)
+    auth: AuthStyle = "bearer"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    query: dict[str, str] = msgspec.field(default_factory=dict)
+    quirks: Quirks = msgspec.field(default_factory=Quirks)
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+
+    def __repr__(self) -> str:  # keep the key out of logs and tracebacks
+        return f"Deployment(name={self.name!r}, provider={self.provider!r}, model={self.model!r})"
+
+
+class UpstreamRequest(Struct, kw_only=True):
+    """A request ready for translation: ``items`` is the whole conversation (previous response
+    input and output, then this request's input) with item references resolved."""
+
+    body: CreateResponseBody
+    items: list[Item]
+    tools: list[Tool]
+    tool_choice: ToolChoice | None
+    instructions: str | None
+    deployment: Deployment
+    stream: bool
