@@ -37,9 +37,9 @@ class InputImage(_Part, tag="input_image"):
 
 
 class InputFile(_Part, tag="input_file"):
-    filename: str | None | UnsetType = UNSET
-    file_data: Annotated[str, Meta(max_length=THIRTY_TWO_MIB)] | None | UnsetType = UNSET
-    file_url: str | None | UnsetType = UNSET
+    filename: str | UnsetType | None = UNSET
+    file_data: Annotated[str, Meta(max_length=THIRTY_TWO_MIB)] | UnsetType | None = UNSET
+    file_url: str | UnsetType | None = UNSET
     file_id: str | UnsetType = UNSET
 
 

@@ -79,18 +79,23 @@ class PassthroughItem(_Delta, tag="passthrough_item"):
 
     key: ItemKey
     item: dict[str, Any]
+    done: bool = True
 
 
 class PassthroughEvent(_Delta, tag="passthrough_event"):
-    """An upstream event outside the core, relayed in order when streaming."""
+    """An upstream event outside the core, relayed in order when streaming; ``key`` names the
+    item it belongs to so its ``output_index`` is rewritten to the gateway's numbering."""
 
     event: dict[str, Any]
+    key: ItemKey | None = None
 
 
 class ItemDone(_Delta, tag="item_done"):
-    """The item is complete. Items still open when the turn ends are closed then."""
+    """The item ended (``incomplete`` when the upstream cut it). Items still open when the turn
+    ends are closed then, as ``incomplete`` if the turn was cut."""
 
     key: ItemKey
+    status: Literal["completed", "incomplete"] = "completed"
 
 
 class UsageDelta(_Delta, tag="usage"):

@@ -48,37 +48,37 @@ class ItemReference(_Item, tag="item_reference"):
 class Message(_Item, tag="message"):
     role: Role
     content: LongText | list[MessagePart]
-    id: str | None | UnsetType = UNSET
-    status: str | None | UnsetType = UNSET
-    phase: Literal["commentary", "final_answer"] | None | UnsetType = UNSET
+    id: str | UnsetType | None = UNSET
+    status: str | UnsetType | None = UNSET
+    phase: Literal["commentary", "final_answer"] | UnsetType | None = UNSET
 
 
 class FunctionCall(_Item, tag="function_call"):
     call_id: CallId
     name: FunctionName
     arguments: str
-    id: str | None | UnsetType = UNSET
-    status: ItemStatus | None | UnsetType = UNSET
+    id: str | UnsetType | None = UNSET
+    status: ItemStatus | UnsetType | None = UNSET
 
 
 class FunctionCallOutput(_Item, tag="function_call_output"):
     call_id: CallId
     output: LongText | list[ToolOutputPart]
-    id: str | None | UnsetType = UNSET
-    status: ItemStatus | None | UnsetType = UNSET
+    id: str | UnsetType | None = UNSET
+    status: ItemStatus | UnsetType | None = UNSET
 
 
 class Reasoning(_Item, tag="reasoning"):
     summary: list[SummaryPart] = msgspec.field(default_factory=list)
-    id: str | None | UnsetType = UNSET
-    content: list[SummaryPart] | None | UnsetType = UNSET
-    encrypted_content: str | None | UnsetType = UNSET
-    status: ItemStatus | None | UnsetType = UNSET
+    id: str | UnsetType | None = UNSET
+    content: list[SummaryPart] | UnsetType | None = UNSET
+    encrypted_content: str | UnsetType | None = UNSET
+    status: ItemStatus | UnsetType | None = UNSET
 
 
 class Compaction(_Item, tag="compaction"):
     encrypted_content: LongText
-    id: str | None | UnsetType = UNSET
+    id: str | UnsetType | None = UNSET
     created_by: str | UnsetType = UNSET
 
 

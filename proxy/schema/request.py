@@ -41,9 +41,9 @@ ShortId = Annotated[str, Meta(max_length=64)]
 
 class FunctionTool(Struct, tag_field="type", tag="function", kw_only=True):
     name: FunctionName
-    description: str | None | UnsetType = UNSET
-    parameters: dict[str, Any] | None | UnsetType = UNSET
-    strict: bool | None | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
+    parameters: dict[str, Any] | UnsetType | None = UNSET
+    strict: bool | UnsetType | None = UNSET
 
 
 Tool = FunctionTool | OpaqueItem
@@ -74,22 +74,22 @@ class TextFormatJsonObject(Struct, tag_field="type", tag="json_object", kw_only=
 
 class TextFormatJsonSchema(Struct, tag_field="type", tag="json_schema", kw_only=True):
     name: str = "response"
-    description: str | None | UnsetType = UNSET
-    schema: dict[str, Any] | None | UnsetType = UNSET
-    strict: bool | None | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
+    schema: dict[str, Any] | UnsetType | None = UNSET
+    strict: bool | UnsetType | None = UNSET
 
 
 TextFormat = TextFormatText | TextFormatJsonObject | TextFormatJsonSchema
 
 
 class TextParam(Struct, kw_only=True):
-    format: TextFormat | None | UnsetType = UNSET
-    verbosity: Verbosity | None | UnsetType = UNSET
+    format: TextFormat | UnsetType | None = UNSET
+    verbosity: Verbosity | UnsetType | None = UNSET
 
 
 class ReasoningParam(Struct, kw_only=True):
-    effort: ReasoningEffort | None | UnsetType = UNSET
-    summary: ReasoningSummary | None | UnsetType = UNSET
+    effort: ReasoningEffort | UnsetType | None = UNSET
+    summary: ReasoningSummary | UnsetType | None = UNSET
 
 
 class StreamOptions(Struct, kw_only=True):
@@ -103,29 +103,29 @@ class CreateResponseBody(Struct, kw_only=True):
     the core are collected by ``proxy.decoding`` into ``ResponseRequest`` beside this body.
     """
 
-    model: str | None | UnsetType = UNSET
-    input: LongText | list[KnownItem] | None | UnsetType = UNSET
-    previous_response_id: str | None | UnsetType = UNSET
-    include: list[IncludeValue] | None | UnsetType = UNSET
-    tools: list[FunctionTool] | None | UnsetType = UNSET
-    tool_choice: WireToolChoice | None | UnsetType = UNSET
-    metadata: Metadata | None | UnsetType = UNSET
-    text: TextParam | None | UnsetType = UNSET
-    temperature: Annotated[float, Meta(ge=0, le=2)] | None | UnsetType = UNSET
-    top_p: Annotated[float, Meta(ge=0, le=1)] | None | UnsetType = UNSET
-    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None | UnsetType = UNSET
-    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None | UnsetType = UNSET
-    parallel_tool_calls: bool | None | UnsetType = UNSET
-    stream: bool | None | UnsetType = UNSET
-    stream_options: StreamOptions | None | UnsetType = UNSET
-    background: bool | None | UnsetType = UNSET
-    max_output_tokens: Annotated[int, Meta(ge=16)] | None | UnsetType = UNSET
-    max_tool_calls: Annotated[int, Meta(ge=1)] | None | UnsetType = UNSET
-    reasoning: ReasoningParam | None | UnsetType = UNSET
-    safety_identifier: ShortId | None | UnsetType = UNSET
-    prompt_cache_key: ShortId | None | UnsetType = UNSET
-    truncation: Truncation | None | UnsetType = UNSET
-    instructions: LongText | None | UnsetType = UNSET
-    store: bool | None | UnsetType = UNSET
-    service_tier: ServiceTier | None | UnsetType = UNSET
-    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None | UnsetType = UNSET
+    model: str | UnsetType | None = UNSET
+    input: LongText | list[KnownItem] | UnsetType | None = UNSET
+    previous_response_id: str | UnsetType | None = UNSET
+    include: list[IncludeValue] | UnsetType | None = UNSET
+    tools: list[FunctionTool] | UnsetType | None = UNSET
+    tool_choice: WireToolChoice | UnsetType | None = UNSET
+    metadata: Metadata | UnsetType | None = UNSET
+    text: TextParam | UnsetType | None = UNSET
+    temperature: Annotated[float, Meta(ge=0, le=2)] | UnsetType | None = UNSET
+    top_p: Annotated[float, Meta(ge=0, le=1)] | UnsetType | None = UNSET
+    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | UnsetType | None = UNSET
+    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | UnsetType | None = UNSET
+    parallel_tool_calls: bool | UnsetType | None = UNSET
+    stream: bool | UnsetType | None = UNSET
+    stream_options: StreamOptions | UnsetType | None = UNSET
+    background: bool | UnsetType | None = UNSET
+    max_output_tokens: Annotated[int, Meta(ge=16)] | UnsetType | None = UNSET
+    max_tool_calls: Annotated[int, Meta(ge=1)] | UnsetType | None = UNSET
+    reasoning: ReasoningParam | UnsetType | None = UNSET
+    safety_identifier: ShortId | UnsetType | None = UNSET
+    prompt_cache_key: ShortId | UnsetType | None = UNSET
+    truncation: Truncation | UnsetType | None = UNSET
+    instructions: LongText | UnsetType | None = UNSET
+    store: bool | UnsetType | None = UNSET
+    service_tier: ServiceTier | UnsetType | None = UNSET
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | UnsetType | None = UNSET

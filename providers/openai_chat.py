@@ -1,0 +1,346 @@
+"""The Chat Completions dialect: OpenAI and every OpenAI-compatible host.
+
+One adapter serves them all; what differs between hosts (base URL, auth style, headers, query,
+``Quirks``) comes from the ``Deployment``. ``prepare`` translates an ``UpstreamRequest`` into
+``POST {base_url}/chat/completions`` without I/O; ``run`` sends it and yields deltas, from the
+whole JSON reply or, when streaming, through ``providers.openai_chat_stream``.
+
+What Chat Completions cannot carry is refused with ``UnsupportedFeature`` naming the item or
+tool (``input[3]``, ``tools[1]``), never dropped silently; the exceptions are reasoning items
+(Chat cannot take reasoning back, so they are left out of the history) and parameters that are
+only bookkeeping on the Responses side (``metadata``, ``store``, ``reasoning.summary``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+from msgspec import UNSET
+
+from providers.base import PreparedCall
+from providers.http import (
+    auth_headers,
+    decode_json,
+    error_message,
+    iter_sse,
+    join_url,
+    parse_retry_after,
+    read_body,
+    send,
+)
+from providers.openai_chat_stream import (
+    arguments_text,
+    chunk_usage,
+    content_text,
+    decode_stream,
+    finish_reason,
+    raise_error_payload,
+    reasoning_text,
+    reply_info,
+)
+from proxy.errors import ContextTooLong, GatewayError, UnsupportedFeature, UpstreamError, error_for_upstream_status
+from proxy.ids import new_id
+from proxy.schema.content import InputFile, InputImage, InputText, OutputText, Refusal, Text
+from proxy.schema.deltas import (
+    Delta,
+    Finish,
+    ReasoningDelta,
+    RefusalDelta,
+    TextDelta,
+    ToolCallArguments,
+    ToolCallStart,
+    UsageDelta,
+)
+from proxy.schema.items import (
+    Compaction,
+    FunctionCall,
+    FunctionCallOutput,
+    Item,
+    ItemReference,
+    Message,
+    OpaqueItem,
+    Reasoning,
+)
+from proxy.schema.request import (
+    AllowedTools,
+    CreateResponseBody,
+    FunctionTool,
+    SpecificFunction,
+    TextFormatJsonObject,
+    TextFormatJsonSchema,
+    Tool,
+    ToolChoice,
+)
+from proxy.schema.upstream import Quirks, UpstreamRequest
+
+_PATH = "/chat/completions"
+_MAX_MESSAGE = 2000
+_TEXT_PARTS = (InputText, OutputText, Text)
+
+
+class OpenAIChatProvider:
+    """``Provider`` for the ``openai_chat`` dialect."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    def prepare(self, request: UpstreamRequest) -> PreparedCall:
+        deployment = request.deployment
+        body: dict[str, Any] = {
+            "messages": _messages(request.items, request.instructions, deployment.quirks),
+            "model": deployment.model,
+        }
+        if request.tools:
+            body["tools"] = [_tool(tool, index) for index, tool in enumerate(request.tools)]
+        if request.tool_choice is not None:
+            body["tool_choice"] = _tool_choice(request.tool_choice)
+        _parameters(request.body, deployment.quirks, body)
+        if request.stream:
+            body["stream"] = True
+            if deployment.quirks.stream_usage:
+                body["stream_options"] = {"include_usage": True}
+        return PreparedCall(url=join_url(deployment.base_url, _PATH, deployment.query),
+                            headers=auth_headers(deployment), body=body)
+
+    async def run(self, request: UpstreamRequest) -> AsyncIterator[Delta]:
+        call = self.prepare(request)
+        deployment = request.deployment
+        provider = deployment.provider
+        map_error = functools.partial(_map_error, secret=deployment.api_key)
+        response = await send(self._session, call, deployment, map_error)
+        if request.stream:
+            async for delta in decode_stream(iter_sse(response, provider), provider, map_error):
+                yield delta
+            return
+        raw = await read_body(response, provider)
+        reply = decode_json(raw, provider)
+        if not isinstance(reply, Mapping):
+            raise UpstreamError(f"{provider} sent an unexpected reply")
+        if reply.get("error"):  # some compatible hosts answer 200 with an error body
+            raise_error_payload(reply, raw, map_error)
+        for delta in _reply_deltas(reply):
+            yield delta
+
+
+# -- errors ------------------------------------------------------------------------------------
+def _map_error(status: int, headers: Mapping[str, str], body: bytes, *, secret: str | None = None) -> GatewayError:
+    """The adapter's one error mapper: upstream status, ``retry-after``, OpenAI-style code.
+
+    Only the upstream's message travels on (shortened, with the deployment's key removed should
+    the upstream echo it); the rest of the body is not exposed."""
+    message, code, param = error_message(body)
+    if code is not None and code.isdigit():  # OpenRouter repeats the HTTP status as the code
+        code = None
+    if secret:
+        message = message.replace(secret, "[redacted]")
+    if len(message) > _MAX_MESSAGE:
+        message = message[:_MAX_MESSAGE] + "..."
+    if code == "context_length_exceeded":
+        return ContextTooLong(message, param=param)
+    return error_for_upstream_status(status, message, code=code, param=param,
+                                     retry_after=parse_retry_after(headers))
+
+
+# -- request translation -----------------------------------------------------------------------
+def _messages(items: list[Item], instructions: str | None, quirks: Quirks) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    calls: list[dict[str, Any]] | None = None  # tool_calls of the assistant message being grouped
+    for index, item in enumerate(items):
+        if isinstance(item, FunctionCall):
+            if calls is None:
+                calls = []
+                messages.append({"role": "assistant", "tool_calls": calls})
+            calls.append({"id": item.call_id, "type": "function",
+                          "function": {"name": item.name, "arguments": item.arguments}})
+            continue
+        calls = None
+        if isinstance(item, Message):
+            messages.append(_message(item, index, quirks))
+        elif isinstance(item, FunctionCallOutput):
+            messages.append({"role": "tool", "tool_call_id": item.call_id,
+                             "content": _tool_output(item.output, index)})
+        elif isinstance(item, Reasoning):
+            continue  # Chat Completions cannot take reasoning back
+        elif isinstance(item, Compaction):
+            raise UnsupportedFeature("compaction items cannot be sent to a Chat Completions upstream",
+                                     param=f"input[{index}]")
+        elif isinstance(item, ItemReference):
+            raise UnsupportedFeature(f"item_reference {item.id!r} was not resolved", param=f"input[{index}]")
+        elif isinstance(item, OpaqueItem):
+            raise UnsupportedFeature(f"input items of type {item.type!r} are not supported by this model's "
+                                     "provider (Chat Completions)", param=f"input[{index}]")
+    return messages
+
+
+def _message(item: Message, index: int, quirks: Quirks) -> dict[str, Any]:
+    role = item.role
+    if role == "developer" and not quirks.developer_role:
+        role = "system"
+    content = item.content
+    if isinstance(content, str):
+        return {"role": role, "content": content}
+    param = f"input[{index}].content"
+    if role == "assistant":
+        return {"role": role, "content": "".join(_assistant_text(part, f"{param}[{n}]")
+                                                 for n, part in enumerate(content))}
+    if role in ("system", "developer"):
+        return {"role": role, "content": [_text_part(part, f"{param}[{n}]") for n, part in enumerate(content)]}
+    return {"role": role, "content": [_user_part(part, f"{param}[{n}]") for n, part in enumerate(content)]}
+
+
+def _assistant_text(part: Any, param: str) -> str:
+    if isinstance(part, _TEXT_PARTS):
+        return part.text
+    if isinstance(part, Refusal):
+        return part.refusal
+    raise _unsupported_part(part, "assistant messages", param)
+
+
+def _text_part(part: Any, param: str) -> dict[str, Any]:
+    if isinstance(part, _TEXT_PARTS):
+        return {"type": "text", "text": part.text}
+    raise _unsupported_part(part, "system and developer messages", param)
+
+
+def _user_part(part: Any, param: str) -> dict[str, Any]:
+    if isinstance(part, _TEXT_PARTS):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, InputImage):
+        if not part.image_url:
+            raise UnsupportedFeature("Chat Completions takes images by URL or data: URL, not by file_id",
+                                     param=param)
+        return {"type": "image_url", "image_url": {"url": part.image_url, "detail": part.detail}}
+    if isinstance(part, InputFile):
+        file: dict[str, Any] = {}
+        if part.file_data:
+            file["file_data"] = part.file_data
+            if part.filename:
+                file["filename"] = part.filename
+        elif isinstance(part.file_id, str):
+            file["file_id"] = part.file_id
+        else:
+            raise UnsupportedFeature("Chat Completions takes files as file_data or file_id, not file_url",
+                                     param=param)
+        return {"type": "file", "file": file}
+    raise _unsupported_part(part, "user messages", param)
+
+
+def _tool_output(output: str | list[Any], index: int) -> str | list[dict[str, Any]]:
+    if isinstance(output, str):
+        return output
+    return [_text_part(part, f"input[{index}].output[{n}]") for n, part in enumerate(output)]
+
+
+def _unsupported_part(part: Any, where: str, param: str) -> UnsupportedFeature:
+    kind = getattr(part, "type", None) or type(part).__name__
+    return UnsupportedFeature(f"{kind} content parts are not supported in {where} by Chat Completions",
+                              param=param)
+
+
+def _tool(tool: Tool, index: int) -> dict[str, Any]:
+    if not isinstance(tool, FunctionTool):
+        raise UnsupportedFeature(f"tools of type {tool.type!r} are not supported by this model's provider "
+                                 "(Chat Completions)", param=f"tools[{index}]")
+    function: dict[str, Any] = {"name": tool.name}
+    for field in ("description", "parameters", "strict"):
+        value = getattr(tool, field)
+        if value is not UNSET and value is not None:
+            function[field] = value
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: ToolChoice) -> Any:
+    if isinstance(choice, str):
+        return choice
+    if isinstance(choice, SpecificFunction):
+        return {"type": "function", "function": {"name": choice.name}}
+    if isinstance(choice, AllowedTools):
+        return {"type": "allowed_tools", "allowed_tools": {
+            "mode": choice.mode,
+            "tools": [{"type": "function", "function": {"name": tool.name}} for tool in choice.tools],
+        }}
+    raise UnsupportedFeature(f"tool_choice of type {choice.type!r} is not supported by this model's provider "
+                             "(Chat Completions)", param="tool_choice")
+
+
+def _parameters(params: CreateResponseBody, quirks: Quirks, body: dict[str, Any]) -> None:
+    """Sampling, limits and output options; only what the caller set is sent."""
+
+    def put(name: str, value: Any) -> None:
+        if value is not UNSET and value is not None:
+            body[name] = value
+
+    text = params.text
+    if text is not UNSET and text is not None:
+        fmt = text.format
+        if isinstance(fmt, TextFormatJsonSchema):
+            schema: dict[str, Any] = {"name": fmt.name}
+            for field in ("schema", "strict", "description"):
+                value = getattr(fmt, field)
+                if value is not UNSET and value is not None:
+                    schema[field] = value
+            body["response_format"] = {"type": "json_schema", "json_schema": schema}
+        elif isinstance(fmt, TextFormatJsonObject):
+            body["response_format"] = {"type": "json_object"}
+        put("verbosity", text.verbosity)
+    reasoning = params.reasoning
+    if quirks.reasoning_effort and reasoning is not UNSET and reasoning is not None:
+        put("reasoning_effort", reasoning.effort)
+    put(quirks.max_tokens_field, params.max_output_tokens)
+    if quirks.sampling_params:
+        put("temperature", params.temperature)
+        put("top_p", params.top_p)
+    put("presence_penalty", params.presence_penalty)
+    put("frequency_penalty", params.frequency_penalty)
+    put("parallel_tool_calls", params.parallel_tool_calls)
+    if params.top_logprobs is not UNSET and params.top_logprobs is not None:
+        body["logprobs"] = True
+        body["top_logprobs"] = params.top_logprobs
+    put("safety_identifier", params.safety_identifier)
+    put("prompt_cache_key", params.prompt_cache_key)
+    if params.service_tier != "auto":
+        put("service_tier", params.service_tier)
+
+
+# -- whole replies -----------------------------------------------------------------------------
+def _reply_deltas(reply: Mapping[str, Any]) -> list[Delta]:
+    """Deltas for a non-streamed ``chat.completion``; only choice 0 is read (``n`` is never sent)."""
+    out: list[Delta] = []
+    info = reply_info(reply)
+    if info is not None:
+        out.append(info)
+    choices = reply.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], Mapping) else {}
+    message = choice.get("message")
+    if isinstance(message, Mapping):
+        reasoning = reasoning_text(message)
+        if reasoning:
+            out.append(ReasoningDelta(key="reasoning", text=reasoning))
+        text = content_text(message.get("content"))
+        if text:
+            out.append(TextDelta(key="message", text=text))
+        refusal = message.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            out.append(RefusalDelta(key="message", text=refusal))
+        for position, tool_call in enumerate(message.get("tool_calls") or ()):
+            if not isinstance(tool_call, Mapping):
+                continue
+            function = tool_call.get("function")
+            function = function if isinstance(function, Mapping) else {}
+            call_id, name = tool_call.get("id"), function.get("name")
+            if not isinstance(name, str) or not name:
+                raise UpstreamError("upstream returned a tool call without a name")
+            key = f"call{position}"
+            out.append(ToolCallStart(key=key, call_id=call_id if isinstance(call_id, str) and call_id
+                                     else new_id("call"), name=name))
+            out.append(ToolCallArguments(key=key, text=arguments_text(function.get("arguments")) or "{}"))
+    usage = chunk_usage(reply)
+    if usage is not None:
+        out.append(UsageDelta(usage=usage))
+    out.append(Finish(reason=finish_reason(choice.get("finish_reason"))))
+    return out

@@ -1,0 +1,61 @@
+"""``create_app``: the Litestar application around a ``Gateway``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.exceptions import HTTPException
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy.errors import GatewayError
+from proxy.gateway import Gateway
+from proxy.http_errors import handle_gateway_error, handle_http_exception, handle_unexpected
+from proxy.routes.health import healthz, readyz
+from proxy.routes.models import list_models, retrieve_model
+from proxy.routes.responses import create_response, delete_response, list_input_items, retrieve_response
+from proxy.settings import Settings
+
+
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    """Put ``x-request-id`` on every reply, errors from routing included."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        request_id = b"req_" + os.urandom(12).hex().encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            await send(message)
+
+        await app(scope, receive, send_with_id)
+
+    return middleware
+
+
+def create_app(settings: Settings) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        gateway = await Gateway.start(settings)
+        app.state.gateway = gateway
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    return Litestar(
+        route_handlers=[create_response, retrieve_response, delete_response, list_input_items, list_models,
+                        retrieve_model, healthz, readyz],
+        lifespan=[lifespan],
+        middleware=[request_id_middleware],
+        exception_handlers={GatewayError: handle_gateway_error, HTTPException: handle_http_exception,
+                            Exception: handle_unexpected},
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=None,
+        debug=False,
+    )

@@ -1,0 +1,100 @@
+"""``interlock``: serve, check a config, run the simulator, hash an API key."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from litestar import Litestar
+
+from proxy.auth import hash_key
+from proxy.settings import ConfigError, default_config_path, load_settings
+
+
+def app_from_env() -> Litestar:
+    """uvicorn factory: each worker process loads the config named by ``INTERLOCK_CONFIG``."""
+    from proxy.app import create_app
+
+    return create_app(load_settings(default_config_path()))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    config_path = Path(args.config) if args.config else default_config_path()
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    os.environ["INTERLOCK_CONFIG"] = str(config_path.resolve())
+    host = args.host or settings.listen.host
+    port = args.port if args.port is not None else settings.listen.port
+    workers = args.workers or settings.listen.workers
+    uvicorn.run("proxy.cli:app_from_env", factory=True, host=host, port=port, workers=workers,
+                access_log=False, log_level=args.log_level, lifespan="on", timeout_graceful_shutdown=30)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from policies.catalogue import Catalogue
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    catalogue = Catalogue(settings, simulator_url="http://embedded-simulator")
+    print(f"{args.config}: ok ({len(settings.models)} models, {len(settings.teams)} teams)")
+    for alias, reason in catalogue.unavailable().items():
+        print(f"  note: model '{alias}' is not served now: {reason}")
+    return 0
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    key = args.key if args.key is not None else sys.stdin.readline().strip()
+    if not key:
+        print("no key given", file=sys.stderr)
+        return 1
+    print(hash_key(key))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="interlock", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="gateway YAML (default: $INTERLOCK_CONFIG or examples/gateway.yaml)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(handler=_serve)
+
+    check = sub.add_parser("check", help="validate a config file and exit")
+    check.add_argument("--config", required=True)
+    check.set_defaults(handler=_check)
+
+    simulate = sub.add_parser("simulate", help="run the deterministic upstream simulator", add_help=False)
+    simulate.set_defaults(handler=None)
+
+    hashed = sub.add_parser("hash-key", help="print the SHA-256 to put in a team's keys")
+    hashed.add_argument("key", nargs="?", help="the key (read from stdin when omitted)")
+    hashed.set_defaults(handler=_hash_key)
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:
+        from providers.simulator import main as simulate_main
+
+        return simulate_main(argv[1:])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

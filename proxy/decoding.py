@@ -1,0 +1,191 @@
+"""Decode and validate ``POST /v1/responses`` bodies.
+
+The fast path decodes straight into ``CreateResponseBody`` with one module-level decoder. When
+that fails, the lenient path repairs what real clients send (message items without ``type``,
+bare ``{"id"}`` references, tools without ``type``), keeps item and tool types outside the core
+as opaque values for OpenAI upstreams, and re-validates piece by piece so the error names the
+exact JSON path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, Struct
+
+from proxy.errors import InvalidRequest
+from proxy.schema.codec import KNOWN_ITEM_TYPES
+from proxy.schema.items import Item, KnownItem, Message, OpaqueItem
+from proxy.schema.request import (
+    AllowedTools,
+    CreateResponseBody,
+    FunctionTool,
+    SpecificFunction,
+    Tool,
+    ToolChoice,
+    WireToolChoice,
+)
+
+
+class ResponseRequest(Struct, kw_only=True):
+    """A decoded create request: the body, plus input items, tools and tool choice that may hold
+    types outside the core."""
+
+    body: CreateResponseBody
+    input: list[Item]
+    tools: list[Tool]
+    tool_choice: ToolChoice | None
+
+
+_body_decoder = msgspec.json.Decoder(CreateResponseBody)
+_path_re = re.compile(r" - at `\$\.?(.*)`$")
+
+
+def decode_create_request(raw: bytes) -> ResponseRequest:
+    try:
+        body = _body_decoder.decode(raw)
+    except msgspec.ValidationError:
+        request = _decode_leniently(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    else:
+        request = ResponseRequest(
+            body=body,
+            input=_input_items(body.input),
+            tools=list(body.tools) if isinstance(body.tools, list) else [],
+            tool_choice=body.tool_choice if body.tool_choice is not UNSET else None,
+        )
+    _check_tools(request)
+    return request
+
+
+def invalid_from_validation(exc: msgspec.ValidationError, prefix: str = "") -> InvalidRequest:
+    """An ``InvalidRequest`` whose ``param`` is the JSON path msgspec reported."""
+    text = str(exc)
+    match = _path_re.search(text)
+    path = match.group(1) if match else ""
+    reason = _path_re.sub("", text)
+    path = path.replace("[...]", "")
+    param = prefix + ("." + path if prefix and path and not path.startswith("[") else path) if path else prefix
+    where = f" at '{param}'" if param else ""
+    return InvalidRequest(f"Invalid request{where}: {reason}.", param=param or None,
+                          code="invalid_value" if param else "invalid_request")
+
+
+def _input_items(value: Any) -> list[Item]:
+    if isinstance(value, str):
+        return [Message(role="user", content=value)]
+    if isinstance(value, list):
+        return list(value)
+    return []
+
+
+def _decode_leniently(raw: bytes) -> ResponseRequest:
+    data = msgspec.json.decode(raw)
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    raw_input = data.pop("input", UNSET)
+    raw_tools = data.pop("tools", UNSET)
+    raw_choice = data.pop("tool_choice", UNSET)
+    try:
+        body = msgspec.convert(data, CreateResponseBody)
+    except msgspec.ValidationError as exc:
+        raise invalid_from_validation(exc) from None
+
+    if isinstance(raw_input, list):
+        items = [_lenient_item(item, f"input[{i}]") for i, item in enumerate(raw_input)]
+    elif raw_input is UNSET or raw_input is None or isinstance(raw_input, str):
+        items = _input_items(raw_input)
+        if isinstance(raw_input, str) and len(raw_input) > 10 * 1024 * 1024:
+            raise InvalidRequest("Invalid request at 'input': string longer than 10485760.", param="input",
+                                 code="invalid_value")
+    else:
+        raise InvalidRequest("'input' must be a string or an array of items.", param="input", code="invalid_type")
+
+    if isinstance(raw_tools, list):
+        tools = [_lenient_tool(tool, f"tools[{i}]") for i, tool in enumerate(raw_tools)]
+    elif raw_tools is UNSET or raw_tools is None:
+        tools = []
+    else:
+        raise InvalidRequest("'tools' must be an array.", param="tools", code="invalid_type")
+
+    choice = None if raw_choice is UNSET or raw_choice is None else _lenient_choice(raw_choice)
+    return ResponseRequest(body=body, input=items, tools=tools, tool_choice=choice)
+
+
+def _typed_object(value: Any, param: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"'{param}' must be an object.", param=param, code="invalid_type")
+    kind = value.get("type")
+    if kind is not None and (not isinstance(kind, str) or not kind):
+        raise InvalidRequest(f"'{param}.type' must be a non-empty string.", param=f"{param}.type",
+                             code="invalid_type")
+    return value
+
+
+def _lenient_item(value: Any, param: str) -> Item:
+    item = _typed_object(value, param)
+    kind = item.get("type")
+    if kind is None:
+        # Real clients omit ``type`` on messages; a lone id is an item reference (spec: type optional).
+        if "role" in item:
+            item = {**item, "type": "message"}
+        elif "id" in item and len(item) == 1:
+            item = {"type": "item_reference", "id": item["id"]}
+        else:
+            raise InvalidRequest(f"'{param}' has no 'type' and no 'role'.", param=f"{param}.type",
+                                 code="missing_required_parameter")
+        kind = item["type"]
+    if kind not in KNOWN_ITEM_TYPES:
+        return OpaqueItem(item)
+    try:
+        return msgspec.convert(item, KnownItem)  # type: ignore[arg-type]
+    except msgspec.ValidationError as exc:
+        raise invalid_from_validation(exc, param) from None
+
+
+def _lenient_tool(value: Any, param: str) -> Tool:
+    tool = _typed_object(value, param)
+    kind = tool.get("type", "function")
+    if kind != "function":
+        return OpaqueItem(tool)
+    try:
+        return msgspec.convert({**tool, "type": "function"}, FunctionTool)
+    except msgspec.ValidationError as exc:
+        raise invalid_from_validation(exc, param) from None
+
+
+def _lenient_choice(value: Any) -> ToolChoice:
+    if isinstance(value, dict) and value.get("type") not in ("function", "allowed_tools"):
+        _typed_object(value, "tool_choice")
+        return OpaqueItem(value)
+    try:
+        return msgspec.convert(value, WireToolChoice)  # type: ignore[arg-type, return-value]
+    except msgspec.ValidationError as exc:
+        raise invalid_from_validation(exc, "tool_choice") from None
+
+
+def _check_tools(request: ResponseRequest) -> None:
+    """Rules the schema cannot state: unique tool names, and a tool choice naming a real tool."""
+    names: set[str] = set()
+    for index, tool in enumerate(request.tools):
+        name = tool.name if isinstance(tool, FunctionTool) else tool.data.get("name")
+        if not isinstance(name, str):
+            continue
+        if name in names:
+            raise InvalidRequest(f"Duplicate tool name '{name}'.", param=f"tools[{index}].name",
+                                 code="duplicate_tool_name")
+        names.add(name)
+    choice = request.tool_choice
+    if isinstance(choice, SpecificFunction):
+        chosen = [(choice.name, "tool_choice.name")]
+    elif isinstance(choice, AllowedTools):
+        chosen = [(tool.name, f"tool_choice.tools[{i}].name") for i, tool in enumerate(choice.tools)]
+    else:
+        chosen = []
+    for name, param in chosen:
+        if name not in names:
+            raise InvalidRequest(f"Tool choice '{name}' is not among the request's tools.", param=param,
+                                 code="invalid_value")

@@ -1,0 +1,257 @@
+"""The request path after decoding: resolve the conversation, pick deployments, call the
+upstream with retries before the first byte and fallback after, and drive the builder.
+
+    prepare()  model, previous_response_id and item references -> Turn
+    open()     first delta from the first deployment that answers (tenacity retries)
+    events()   Open Responses events to the end, the response stored before the terminal event
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import msgspec
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from policies.catalogue import Catalogue, CatalogueModel
+from providers.base import Provider
+from proxy.auth import Principal
+from proxy.decoding import ResponseRequest
+from proxy.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
+from proxy.ids import new_id
+from proxy.resource import new_resource
+from proxy.schema.deltas import Delta
+from proxy.schema.items import (
+    Compaction,
+    FunctionCall,
+    FunctionCallOutput,
+    Item,
+    ItemReference,
+    Message,
+    OpaqueItem,
+    Reasoning,
+)
+from proxy.schema.response import ResponseResource
+from proxy.schema.upstream import Deployment, UpstreamRequest
+from proxy.settings import RetryConfig
+from proxy.store import ResponseStore
+from proxy.streaming import Event, ResponseBuilder
+
+log = logging.getLogger("interlock.engine")
+
+_ID_PREFIX: dict[type, str] = {Message: "msg", FunctionCall: "fc", FunctionCallOutput: "fco",
+                               Reasoning: "rs", Compaction: "cmp"}
+
+
+@dataclass(slots=True)
+class Turn:
+    """Everything needed to run one response."""
+
+    principal: Principal
+    request: ResponseRequest
+    model: CatalogueModel
+    resource: ResponseResource
+    conversation: list[Item]
+    """What the model sees: previous input and output, then this request's input, resolved."""
+    stored_input: list[Item]
+    """The same items with an id on each, as the store keeps them."""
+
+    @property
+    def store(self) -> bool:
+        return self.resource.store
+
+
+@dataclass(slots=True)
+class OpenStream:
+    turn: Turn
+    builder: ResponseBuilder
+    upstream: AsyncIterator[Delta]
+    first: Delta
+    deployment: Deployment
+    error: GatewayError | None = None
+    """Set when the upstream failed after the first delta."""
+
+
+class Engine:
+    def __init__(self, *, catalogue: Catalogue, store: ResponseStore, providers: Mapping[str, Provider],
+                 retry: RetryConfig) -> None:
+        self.catalogue = catalogue
+        self.store = store
+        self.providers = providers
+        self.retry = retry
+
+    # -- preparation ---------------------------------------------------------------------------
+    async def prepare(self, principal: Principal, request: ResponseRequest) -> Turn:
+        body = request.body
+        alias = body.model
+        if not isinstance(alias, str) or not alias:
+            raise InvalidRequest("'model' is required.", param="model", code="missing_required_parameter")
+        model = self.catalogue.get(alias)
+        if model is None:
+            raise NotFound(f"The model '{alias}' does not exist or you do not have access to it.",
+                           param="model", code="model_not_found")
+        if "/v1/responses" not in model.endpoints:
+            raise InvalidRequest(f"The model '{alias}' is not served on /v1/responses; it supports "
+                                 f"{', '.join(model.endpoints) or 'no endpoint'}.", param="model",
+                                 code="unsupported_endpoint")
+        if body.background is True:
+            raise InvalidRequest("Background mode is not available on this gateway yet.", param="background",
+                                 code="unsupported_parameter")
+
+        history: list[Item] = []
+        history_stored: list[Item] = []
+        previous_id = body.previous_response_id
+        if isinstance(previous_id, str):
+            previous = await self.store.load(principal.team, previous_id)
+            if previous is None:
+                raise NotFound(f"Previous response with id '{previous_id}' not found.",
+                               param="previous_response_id", code="previous_response_not_found")
+            history_stored = [*previous.input_items, *previous.response.output]
+            history = list(history_stored)
+
+        new_items = await self._resolve_references(principal, request.input, history_stored)
+        stored_new = [_with_id(item) for item in new_items]
+        resource = new_resource(request, response_id=new_id("resp"), model=alias)
+        return Turn(principal=principal, request=request, model=model, resource=resource,
+                    conversation=[*history, *new_items], stored_input=[*history_stored, *stored_new])
+
+    async def _resolve_references(self, principal: Principal, items: list[Item], history: list[Item]) -> list[Item]:
+        wanted = [item.id for item in items if isinstance(item, ItemReference)]
+        if not wanted:
+            return items
+        known: dict[str, Item] = {}
+        for item in history:
+            ident = item.id if isinstance(item, OpaqueItem) else getattr(item, "id", None)
+            if isinstance(ident, str):
+                known[ident] = item
+        missing = [ident for ident in wanted if ident not in known]
+        if missing:
+            known.update(await self.store.get_items(principal.team, missing))
+        resolved: list[Item] = []
+        for index, item in enumerate(items):
+            if isinstance(item, ItemReference):
+                found = known.get(item.id)
+                if found is None:
+                    raise NotFound(f"Item with id '{item.id}' not found.", param=f"input[{index}].id",
+                                   code="item_not_found")
+                resolved.append(found)
+            else:
+                resolved.append(item)
+        return resolved
+
+    # -- upstream ------------------------------------------------------------------------------
+    def _upstream_request(self, turn: Turn, deployment: Deployment, stream: bool) -> UpstreamRequest:
+        body = turn.request.body
+        return UpstreamRequest(
+            body=body,
+            items=turn.conversation,
+            tools=turn.request.tools,
+            tool_choice=turn.request.tool_choice,
+            instructions=body.instructions if isinstance(body.instructions, str) else None,
+            deployment=deployment,
+            stream=stream,
+        )
+
+    async def open(self, turn: Turn, *, stream: bool) -> OpenStream:
+        """Reach the first delta: retry each deployment, then fall back to the next. Errors that
+        are the caller's (4xx from the upstream) end the search at once."""
+        last_error: GatewayError | None = None
+        for deployment in turn.model.deployments:
+            provider = self.providers[deployment.dialect]
+            request = self._upstream_request(turn, deployment, stream)
+            try:
+                upstream, first = await self._first_delta(provider, request)
+            except GatewayError as exc:
+                if not exc.retryable:
+                    raise
+                log.warning("deployment %s failed before the first byte: %s", deployment.name, exc.message)
+                last_error = exc
+                continue
+            return OpenStream(turn=turn, builder=ResponseBuilder(turn.resource), upstream=upstream, first=first,
+                              deployment=deployment)
+        assert last_error is not None
+        raise last_error
+
+    async def _first_delta(self, provider: Provider, request: UpstreamRequest) -> tuple[AsyncIterator[Delta], Delta]:
+        config = self.retry
+
+        def wait(state: RetryCallState) -> float:
+            backoff = min(config.backoff_base * (2 ** (state.attempt_number - 1)), config.backoff_max)
+            exc = state.outcome.exception() if state.outcome else None
+            hinted = getattr(exc, "retry_after", None)
+            return max(backoff, hinted) if isinstance(hinted, int | float) else backoff
+
+        def should_retry(exc: BaseException) -> bool:
+            if not isinstance(exc, GatewayError) or not exc.retryable:
+                return False
+            # A long retry-after is better spent on the next deployment.
+            return exc.retry_after is None or exc.retry_after <= config.backoff_max
+
+        retrying = AsyncRetrying(stop=stop_after_attempt(max(config.attempts, 1)), wait=wait,
+                                 retry=retry_if_exception(should_retry), reraise=True)
+        async for attempt in retrying:
+            with attempt:
+                upstream = provider.run(request)
+                try:
+                    first = await anext(upstream)
+                except StopAsyncIteration:
+                    raise UpstreamError("the upstream ended its reply without content") from None
+                except BaseException:
+                    await upstream.aclose()
+                    raise
+                return upstream, first
+        raise AssertionError("unreachable: tenacity reraises")
+
+    # -- running -------------------------------------------------------------------------------
+    async def events(self, opened: OpenStream) -> AsyncIterator[list[Event]]:
+        """All events of the response in batches (one per upstream delta), ``response.created``
+        first and one terminal event last.
+
+        The response is stored before its terminal event is yielded, so a client that reads it
+        back (or continues it) right after the last event finds it."""
+        builder, turn = opened.builder, opened.turn
+        yield builder.start()
+        try:
+            batch = builder.feed(opened.first)
+            if batch:
+                yield batch
+            async for delta in opened.upstream:
+                batch = builder.feed(delta)
+                if batch:
+                    yield batch
+            terminal = builder.complete()
+        except GatewayError as exc:
+            log.log(exc.log_level, "response %s failed mid-stream: %s", turn.resource.id, exc.message)
+            opened.error = exc
+            terminal = builder.fail(exc)
+        finally:
+            await opened.upstream.aclose()
+        if turn.store:
+            await self._save(turn)
+        yield terminal
+
+    async def _save(self, turn: Turn) -> None:
+        resource = turn.resource
+        await self.store.save(turn.principal.team, resource, turn.stored_input)
+
+    async def run(self, opened: OpenStream) -> ResponseResource:
+        """Non-streaming: the same events, accumulated; a failure becomes the HTTP error."""
+        async for _batch in self.events(opened):
+            pass
+        if opened.error is not None:
+            raise opened.error
+        return opened.builder.resource
+
+
+def _with_id(item: Item) -> Item:
+    if isinstance(item, OpaqueItem):
+        if item.id is None:
+            return OpaqueItem({**item.data, "id": new_id("item")})
+        return item
+    if isinstance(getattr(item, "id", None), str):
+        return item
+    return msgspec.structs.replace(item, id=new_id(_ID_PREFIX.get(type(item), "item")))  # type: ignore[arg-type]
+
+

@@ -1,0 +1,65 @@
+"""The gateway's parts, built from settings and started once per worker process."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from policies.catalogue import EMBEDDED_SIMULATOR, Catalogue
+from providers.base import Provider
+from providers.http import new_session
+from providers.openai_chat import OpenAIChatProvider
+from providers.openai_responses import OpenAIResponsesProvider
+from proxy.auth import KeyRing
+from proxy.engine import Engine
+from proxy.settings import Settings
+from proxy.store import ResponseStore, open_store
+
+log = logging.getLogger("interlock")
+
+
+@dataclass(slots=True)
+class Gateway:
+    settings: Settings
+    keyring: KeyRing
+    catalogue: Catalogue
+    store: ResponseStore
+    session: aiohttp.ClientSession
+    engine: Engine
+    _closers: list[Any] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Gateway:
+        closers: list[Any] = []
+        simulator_url = None
+        wants_simulator = any(p.base_url == EMBEDDED_SIMULATOR for p in settings.providers.values())
+        if wants_simulator and settings.simulator.embedded:
+            from providers.simulator import SimulatorOptions, start_simulator
+
+            simulator = await start_simulator(options=SimulatorOptions(
+                latency_ms=settings.simulator.latency_ms, token_delay_ms=settings.simulator.token_delay_ms))
+            closers.append(simulator.close)
+            simulator_url = simulator.url
+            log.info("embedded simulator listening on %s", simulator_url)
+        store = open_store(settings.store, prefix=settings.store_prefix)
+        await store.start()
+        closers.append(store.close)
+        session = new_session()
+        closers.append(session.close)
+        catalogue = Catalogue(settings, simulator_url=simulator_url)
+        for alias, reason in catalogue.unavailable().items():
+            log.warning("model %s is not served: %s", alias, reason)
+        providers: dict[str, Provider] = {
+            "openai_responses": OpenAIResponsesProvider(session),
+            "openai_chat": OpenAIChatProvider(session),
+        }
+        engine = Engine(catalogue=catalogue, store=store, providers=providers, retry=settings.retry)
+        return cls(settings=settings, keyring=KeyRing(settings), catalogue=catalogue, store=store,
+                   session=session, engine=engine, _closers=closers)
+
+    async def close(self) -> None:
+        for closer in reversed(self._closers):
+            await closer()

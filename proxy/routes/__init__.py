@@ -1,0 +1,1 @@
+"""HTTP routes: responses, models, health."""

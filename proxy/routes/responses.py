@@ -1,0 +1,104 @@
+"""``/v1/responses``: create (JSON or SSE), retrieve, delete, list input items."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal, cast
+
+from litestar import Request, Response, delete, get, post
+from litestar.response import Stream
+
+from proxy.decoding import decode_create_request
+from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
+from proxy.gateway import Gateway
+from proxy.schema.codec import encode
+from proxy.schema.response import DeletedResponse, ItemList
+from proxy.streaming import SSE_DONE, SSE_HEADERS, sse_frame
+
+JSON = "application/json"
+
+
+def _gateway(request: Request) -> Gateway:
+    return cast(Gateway, request.app.state.gateway)
+
+
+def _json(content: object, status: int = 200) -> Response[bytes]:
+    return Response(encode(content), status_code=status, media_type=JSON)
+
+
+def _not_found(response_id: str) -> NotFound:
+    return NotFound(f"Response with id '{response_id}' not found.", param="response_id", code="response_not_found")
+
+
+@post("/v1/responses", status_code=200)
+async def create_response(request: Request) -> Response[bytes] | Stream:
+    gateway = _gateway(request)
+    principal = gateway.keyring.authenticate(request.headers.get("authorization"))
+    content_type = request.headers.get("content-type", JSON)
+    if "json" not in content_type:
+        raise UnsupportedMediaType(f"Send the body as application/json, not '{content_type}'.")
+    parsed = decode_create_request(await request.body())
+    engine = gateway.engine
+    turn = await engine.prepare(principal, parsed)
+    # The body's stream flag alone picks SSE: real clients send Accept: application/json anyway.
+    streaming = parsed.body.stream is True
+    opened = await engine.open(turn, stream=streaming)
+    if not streaming:
+        return _json(await engine.run(opened))
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for batch in engine.events(opened):
+            yield b"".join(sse_frame(event, encode(event)) for event in batch)
+        yield SSE_DONE
+
+    return Stream(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@get("/v1/responses/{response_id:str}")
+async def retrieve_response(request: Request) -> Response[bytes]:
+    response_id = request.path_params["response_id"]
+    gateway = _gateway(request)
+    principal = gateway.keyring.authenticate(request.headers.get("authorization"))
+    if request.query_params.get("stream") in ("true", "1"):
+        raise InvalidRequest("Streaming a stored response back is not available on this gateway yet.",
+                             param="stream", code="unsupported_parameter")
+    stored = await gateway.store.load(principal.team, response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    return _json(stored.response)
+
+
+@delete("/v1/responses/{response_id:str}", status_code=200)
+async def delete_response(request: Request) -> Response[bytes]:
+    response_id = request.path_params["response_id"]
+    gateway = _gateway(request)
+    principal = gateway.keyring.authenticate(request.headers.get("authorization"))
+    if not await gateway.store.delete(principal.team, response_id):
+        raise _not_found(response_id)
+    return _json(DeletedResponse(id=response_id))
+
+
+@get("/v1/responses/{response_id:str}/input_items")
+async def list_input_items(request: Request) -> Response[bytes]:
+    response_id = request.path_params["response_id"]
+    gateway = _gateway(request)
+    principal = gateway.keyring.authenticate(request.headers.get("authorization"))
+    query = request.query_params
+    limit_text = query.get("limit", "20")
+    try:
+        limit = int(limit_text)
+    except ValueError:
+        limit = -1
+    if not 0 <= limit <= 100:
+        raise InvalidRequest("'limit' must be an integer from 0 to 100.", param="limit", code="invalid_value")
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("'order' must be 'asc' or 'desc'.", param="order", code="invalid_value")
+    page = await gateway.store.list_input_items(principal.team, response_id, limit=limit,
+                                                order=cast(Literal["asc", "desc"], order), after=query.get("after"))
+    if page is None:
+        raise _not_found(response_id)
+    items, has_more = page
+    ids = [getattr(item, "id", None) for item in items]
+    return _json(ItemList(data=items, first_id=ids[0] if ids else None, last_id=ids[-1] if ids else None,
+                          has_more=has_more))

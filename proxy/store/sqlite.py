@@ -1,0 +1,225 @@
+"""``SqliteStore``: the embedded default, one database file on local disk.
+
+sqlite3 blocks, so every call runs on one dedicated worker thread that creates and owns the only
+connection; one thread also serialises this process's writes, which SQLite wants anyway. JSON is
+encoded on the event loop, so a save stores the objects as they were when it was called, and
+decoded there too; the worker only moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar, TypeVarTuple
+
+import msgspec
+
+from proxy.schema.codec import decode_item, decode_resource, encode
+from proxy.schema.items import Item
+from proxy.schema.response import ResponseResource
+from proxy.store.base import EncodedItem, Order, StoredResponse, encode_items
+
+_T = TypeVar("_T")
+_Args = TypeVarTuple("_Args")
+
+# Every table is keyed by team first, so a response or item id another team used can be neither
+# read nor overwritten, and each team's lookups stay on its own slice of the primary key.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    team TEXT NOT NULL,
+    id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (team, id)
+);
+CREATE TABLE IF NOT EXISTS input_items (
+    team TEXT NOT NULL,
+    response_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    item_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (team, response_id, position)
+);
+CREATE TABLE IF NOT EXISTS items (
+    team TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    response_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (team, item_id)
+);
+CREATE INDEX IF NOT EXISTS items_by_response ON items (team, response_id);
+"""
+
+
+class SqliteStore:
+    """A ``ResponseStore`` in an SQLite file (``":memory:"`` for a private in-memory database)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interlock-sqlite")
+        loop = asyncio.get_running_loop()
+        self._conn = await loop.run_in_executor(self._executor, _connect, self._path)
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        if self._conn is not None:
+            await self._call(sqlite3.Connection.close)
+        # The worker is idle now that the close ran, so this does not wait.
+        self._executor.shutdown()
+        self._executor = None
+        self._conn = None
+
+    async def ping(self) -> bool:
+        try:
+            await self._call(_ping)
+        except (sqlite3.Error, RuntimeError):
+            return False
+        return True
+
+    async def save(self, team: str, response: ResponseResource, input_items: list[Item]) -> None:
+        inputs = encode_items(input_items)
+        outputs = encode_items(response.output)
+        await self._call(_save, team, response.id, response.created_at, encode(response), inputs, outputs)
+
+    async def load(self, team: str, response_id: str) -> StoredResponse | None:
+        found = await self._call(_load, team, response_id)
+        if found is None:
+            return None
+        body, inputs = found
+        return StoredResponse(
+            team=team, response=decode_resource(body), input_items=[decode_item(raw) for raw in inputs]
+        )
+
+    async def delete(self, team: str, response_id: str) -> bool:
+        return await self._call(_delete, team, response_id)
+
+    async def list_input_items(
+        self, team: str, response_id: str, *, limit: int, order: Order, after: str | None
+    ) -> tuple[list[Item], bool] | None:
+        found = await self._call(_list_input_items, team, response_id, limit, order, after)
+        if found is None:
+            return None
+        bodies, has_more = found
+        return [decode_item(raw) for raw in bodies], has_more
+
+    async def get_items(self, team: str, item_ids: Sequence[str]) -> dict[str, Item]:
+        if not item_ids:
+            return {}
+        found = await self._call(_get_items, team, msgspec.json.encode(list(item_ids)).decode())
+        return {item_id: decode_item(raw) for item_id, raw in found.items()}
+
+    async def _call(self, fn: Callable[[sqlite3.Connection, *_Args], _T], *args: *_Args) -> _T:
+        """Run ``fn(connection, *args)`` on the worker thread."""
+        if self._executor is None or self._conn is None:
+            raise RuntimeError("SqliteStore is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn, *args)
+
+
+# The functions below run on the worker thread only.
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    # Several gateway workers may share the file: WAL lets their reads run beside one writer, and
+    # sqlite3's default 5 s busy timeout makes writers queue rather than fail.
+    conn.execute("PRAGMA journal_mode=WAL")
+    # Safe with WAL (the database cannot corrupt); a power cut may lose the last commits only.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+def _ping(conn: sqlite3.Connection) -> None:
+    conn.execute("SELECT 1").fetchone()
+
+
+def _save(
+    conn: sqlite3.Connection,
+    team: str,
+    response_id: str,
+    created_at: int,
+    body: bytes,
+    inputs: list[EncodedItem],
+    outputs: list[EncodedItem],
+) -> None:
+    with conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO responses (team, id, created_at, body) VALUES (?, ?, ?, ?)",
+            (team, response_id, created_at, body),
+        )
+        conn.execute("DELETE FROM input_items WHERE team = ? AND response_id = ?", (team, response_id))
+        conn.executemany(
+            "INSERT INTO input_items (team, response_id, position, item_id, body) VALUES (?, ?, ?, ?, ?)",
+            [(team, response_id, position, item.id, item.body) for position, item in enumerate(inputs)],
+        )
+        # Rows go in input-then-output order, so an id repeated within one save keeps its last form.
+        conn.executemany(
+            "INSERT OR REPLACE INTO items (team, item_id, response_id, body) VALUES (?, ?, ?, ?)",
+            [(team, item.id, response_id, item.body) for item in inputs + outputs if item.indexed],
+        )
+
+
+def _load(conn: sqlite3.Connection, team: str, response_id: str) -> tuple[bytes, list[bytes]] | None:
+    row = conn.execute("SELECT body FROM responses WHERE team = ? AND id = ?", (team, response_id)).fetchone()
+    if row is None:
+        return None
+    inputs = conn.execute(
+        "SELECT body FROM input_items WHERE team = ? AND response_id = ? ORDER BY position",
+        (team, response_id),
+    )
+    return row[0], [body for (body,) in inputs]
+
+
+def _delete(conn: sqlite3.Connection, team: str, response_id: str) -> bool:
+    with conn:
+        if conn.execute("DELETE FROM responses WHERE team = ? AND id = ?", (team, response_id)).rowcount == 0:
+            return False
+        conn.execute("DELETE FROM input_items WHERE team = ? AND response_id = ?", (team, response_id))
+        # An id a later response saved again now points at that response and is kept.
+        conn.execute("DELETE FROM items WHERE team = ? AND response_id = ?", (team, response_id))
+    return True
+
+
+def _list_input_items(
+    conn: sqlite3.Connection, team: str, response_id: str, limit: int, order: Order, after: str | None
+) -> tuple[list[bytes], bool] | None:
+    key: tuple[str | int, ...] = (team, response_id)
+    if conn.execute("SELECT 1 FROM responses WHERE team = ? AND id = ?", key).fetchone() is None:
+        return None
+    # Only these fixed keywords are formatted into the SQL; every value is a parameter.
+    direction, beyond = ("ASC", ">") if order == "asc" else ("DESC", "<")
+    bound, params = "", key
+    if after is not None:
+        anchor = conn.execute(
+            "SELECT position FROM input_items WHERE team = ? AND response_id = ? AND item_id = ? "
+            f"ORDER BY position {direction} LIMIT 1",
+            (*key, after),
+        ).fetchone()
+        if anchor is None:
+            return [], False
+        bound, params = f"AND position {beyond} ?", (*key, anchor[0])
+    rows = conn.execute(
+        f"SELECT body FROM input_items WHERE team = ? AND response_id = ? {bound} "
+        f"ORDER BY position {direction} LIMIT ?",
+        (*params, limit + 1),  # one extra row tells whether more follow
+    ).fetchall()
+    return [body for (body,) in rows[:limit]], len(rows) > limit
+
+
+def _get_items(conn: sqlite3.Connection, team: str, ids_json: str) -> dict[str, bytes]:
+    # The ids travel as one JSON array parameter, which no SQLite variable limit caps.
+    rows = conn.execute(
+        "SELECT item_id, body FROM items WHERE team = ? AND item_id IN (SELECT value FROM json_each(?))",
+        (team, ids_json),
+    )
+    return dict(rows.fetchall())

@@ -1,0 +1,586 @@
+"""The upstream simulator: both OpenAI dialects in their native shapes, faults, and recording.
+
+Every test talks to a real simulator on a loopback socket through an aiohttp client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from providers.simulator import SimulatorOptions, create_app, start_simulator
+
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}, "metric": {"type": "boolean"},
+                       "notes": {"type": "string"}},
+        "required": ["city", "days", "metric"],
+        "additionalProperties": False,
+    },
+}
+TIME_TOOL = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+
+
+def chat_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}}
+
+
+def parse_sse(text: str) -> list[tuple[str | None, str]]:
+    """(event line or None, data line) per SSE block."""
+    events = []
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        event = None
+        data = ""
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data = line.removeprefix("data: ")
+        events.append((event, data))
+    return events
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[str]:
+    simulator = await start_simulator()
+    yield simulator.url
+    await simulator.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: dict[str, Any], **headers: str) -> Any:
+    async with http.post(url, json=body, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        return json.loads(await resp.read()) if resp.content_type == "application/json" else await resp.text()
+
+
+# ---------------------------------------------------------------- Responses dialect
+
+
+async def test_responses_json_text_reply_has_openai_shape(sim: str, http: aiohttp.ClientSession) -> None:
+    body = await post(http, f"{sim}/v1/responses", {
+        "model": "gpt-4o", "instructions": "Be brief.", "service_tier": "flex",
+        "input": [{"role": "user", "content": "What is 4200 + 42?"}],
+    })
+    assert body["object"] == "response"
+    assert body["id"].startswith("resp_")
+    assert body["status"] == "completed"
+    assert body["model"] == "gpt-4o"
+    assert body["service_tier"] == "flex"
+    assert body["instructions"] == "Be brief."
+    assert body["incomplete_details"] is None
+    [message] = body["output"]
+    assert message["type"] == "message"
+    assert message["id"].startswith("msg_")
+    assert message["role"] == "assistant"
+    assert message["status"] == "completed"
+    assert message["content"] == [
+        {"type": "output_text", "annotations": [], "logprobs": [], "text": "Echo: What is 4200 + 42?"}
+    ]
+    # "Be brief." is 2 pieces, the question 5; the reply "Echo: What is 4200 + 42?" 6.
+    assert body["usage"] == {
+        "input_tokens": 7, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 6, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 13,
+    }
+
+
+async def test_unknown_service_tier_is_reported_as_default(sim: str, http: aiohttp.ClientSession) -> None:
+    body = await post(http, f"{sim}/v1/responses", {"model": "m", "input": "hi", "service_tier": "auto"})
+    assert body["service_tier"] == "default"
+
+
+async def test_same_request_gets_same_reply(sim: str, http: aiohttp.ClientSession) -> None:
+    request = {"model": "m", "input": "say something", "tools": [WEATHER_TOOL]}
+    first = await post(http, f"{sim}/v1/responses", request)
+    second = await post(http, f"{sim}/v1/responses", request)
+    assert first["output"][0]["arguments"] == second["output"][0]["arguments"]
+    assert first["output"][0]["call_id"] != second["output"][0]["call_id"]
+    text_request = {"model": "m", "input": "say something"}
+    first = await post(http, f"{sim}/v1/responses", text_request)
+    second = await post(http, f"{sim}/v1/responses", text_request)
+    assert first["output"][0]["content"] == second["output"][0]["content"]
+
+
+async def test_responses_stream_events_are_ordered_and_numbered(sim: str, http: aiohttp.ClientSession) -> None:
+    text = await post(http, f"{sim}/v1/responses", {"model": "gpt-4o", "input": "one two three", "stream": True})
+    events = parse_sse(text)
+    payloads = [json.loads(data) for _, data in events]
+    types = [p["type"] for p in payloads]
+    assert [event for event, _ in events] == types
+    assert [p["sequence_number"] for p in payloads] == list(range(len(payloads)))
+    assert types == [
+        "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+        *["response.output_text.delta"] * 4,
+        "response.output_text.done", "response.content_part.done", "response.output_item.done",
+        "response.completed",
+    ]
+    created, in_progress = payloads[0]["response"], payloads[1]["response"]
+    assert created["status"] == in_progress["status"] == "in_progress"
+    assert created["output"] == [] and created["usage"] is None
+    deltas = [p["delta"] for p in payloads if p["type"] == "response.output_text.delta"]
+    assert deltas == ["Echo:", " one", " two", " three"]
+    added = payloads[2]["item"]
+    assert added["status"] == "in_progress" and added["content"] == []
+    assert payloads[3]["part"] == {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+    assert payloads[8]["text"] == "Echo: one two three"
+    final = payloads[-1]["response"]
+    assert final["id"] == created["id"]
+    assert final["status"] == "completed"
+    assert final["output"] == [payloads[10]["item"]]
+    assert final["output"][0]["content"][0]["text"] == "Echo: one two three"
+    assert final["usage"]["output_tokens"] == 4
+    assert {p["item_id"] for p in payloads[3:10]} == {added["id"]}
+
+
+async def test_responses_tool_call_then_text_after_tool_output(sim: str, http: aiohttp.ClientSession) -> None:
+    turn1 = [{"role": "user", "content": "Weather in Paris?"}]
+    body = await post(http, f"{sim}/v1/responses", {"model": "m", "input": turn1, "tools": [WEATHER_TOOL]})
+    [call] = body["output"]
+    assert call["type"] == "function_call"
+    assert call["id"].startswith("fc_") and call["call_id"].startswith("call_")
+    assert call["status"] == "completed"
+    assert call["name"] == "get_weather"
+    assert json.loads(call["arguments"]) == {"city": "Paris", "days": 1, "metric": True}
+
+    turn2 = [*turn1, {k: call[k] for k in ("type", "call_id", "name", "arguments")},
+             {"type": "function_call_output", "call_id": call["call_id"], "output": "18C and sunny"}]
+    body = await post(http, f"{sim}/v1/responses", {"model": "m", "input": turn2, "tools": [WEATHER_TOOL]})
+    [message] = body["output"]
+    assert message["content"][0]["text"] == "Tool said: 18C and sunny"
+
+
+async def test_responses_stream_function_call_events(sim: str, http: aiohttp.ClientSession) -> None:
+    text = await post(http, f"{sim}/v1/responses",
+                      {"model": "m", "input": "Weather in Paris?", "tools": [WEATHER_TOOL], "stream": True})
+    payloads = [json.loads(data) for _, data in parse_sse(text)]
+    types = [p["type"] for p in payloads]
+    assert types[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert types[-3:] == ["response.function_call_arguments.done", "response.output_item.done", "response.completed"]
+    assert set(types[3:-3]) == {"response.function_call_arguments.delta"}
+    assert len(types[3:-3]) >= 2
+    added = payloads[2]["item"]
+    assert added["arguments"] == "" and added["status"] == "in_progress" and added["name"] == "get_weather"
+    arguments = "".join(p["delta"] for p in payloads[3:-3])
+    assert payloads[-3]["arguments"] == arguments
+    assert json.loads(arguments) == {"city": "Paris", "days": 1, "metric": True}
+    assert payloads[-1]["response"]["output"] == [payloads[-2]["item"]]
+    assert payloads[-2]["item"]["call_id"] == added["call_id"]
+
+
+async def test_parallel_calls_need_the_header_and_permission(sim: str, http: aiohttp.ClientSession) -> None:
+    request = {"model": "m", "input": "both", "tools": [WEATHER_TOOL, TIME_TOOL]}
+    single = await post(http, f"{sim}/v1/responses", request)
+    assert [item["name"] for item in single["output"]] == ["get_weather"]
+    double = await post(http, f"{sim}/v1/responses", request, **{"x-sim-parallel": "2"})
+    assert [item["name"] for item in double["output"]] == ["get_weather", "get_time"]
+    assert double["output"][1]["arguments"] == "{}"
+    refused = await post(http, f"{sim}/v1/responses", {**request, "parallel_tool_calls": False},
+                         **{"x-sim-parallel": "2"})
+    assert [item["name"] for item in refused["output"]] == ["get_weather"]
+
+
+async def test_tool_choice_none_forced_and_allowed(sim: str, http: aiohttp.ClientSession) -> None:
+    request = {"model": "m", "input": "hi", "tools": [WEATHER_TOOL, TIME_TOOL]}
+    none = await post(http, f"{sim}/v1/responses", {**request, "tool_choice": "none"})
+    assert none["output"][0]["type"] == "message"
+    forced = await post(http, f"{sim}/v1/responses", {**request, "tool_choice": {"type": "function", "name": "get_time"}},
+                        **{"x-sim-parallel": "2"})
+    assert [item["name"] for item in forced["output"]] == ["get_time"]
+    allowed = await post(http, f"{sim}/v1/responses", {**request, "tool_choice": {
+        "type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "get_time"}]}})
+    assert [item["name"] for item in allowed["output"]] == ["get_time"]
+
+
+# ---------------------------------------------------------------- Chat Completions dialect
+
+
+async def test_chat_json_text_reply_has_openai_shape(sim: str, http: aiohttp.ClientSession) -> None:
+    body = await post(http, f"{sim}/v1/chat/completions", {
+        "model": "gpt-4o", "service_tier": "priority",
+        "messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": [{"type": "text", "text": "What is 4200 + 42?"}]}],
+    })
+    assert body["object"] == "chat.completion"
+    assert body["id"].startswith("chatcmpl-")
+    assert body["model"] == "gpt-4o"
+    assert body["service_tier"] == "priority"
+    [choice] = body["choices"]
+    assert choice["index"] == 0 and choice["finish_reason"] == "stop" and choice["logprobs"] is None
+    assert choice["message"] == {"role": "assistant", "content": "Echo: What is 4200 + 42?", "refusal": None,
+                                 "annotations": []}
+    assert body["usage"] == {
+        "prompt_tokens": 7, "completion_tokens": 6, "total_tokens": 13,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                      "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+    }
+
+
+async def test_chat_stream_tool_call_fragments_usage_and_done(sim: str, http: aiohttp.ClientSession) -> None:
+    text = await post(http, f"{sim}/v1/chat/completions", {
+        "model": "m", "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": [chat_tool(WEATHER_TOOL), chat_tool(TIME_TOOL)], "stream": True,
+        "stream_options": {"include_usage": True},
+    }, **{"x-sim-parallel": "2"})
+    events = parse_sse(text)
+    assert all(event is None for event, _ in events)
+    assert events[-1][1] == "[DONE]"
+    chunks = [json.loads(data) for _, data in events[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert len({c["id"] for c in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": None}
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in chunks[1:-2]:
+        [fragment] = chunk["choices"][0]["delta"]["tool_calls"]
+        if "id" in fragment:
+            assert fragment["index"] not in calls
+            assert fragment["type"] == "function" and fragment["function"]["arguments"] == ""
+            calls[fragment["index"]] = {"id": fragment["id"], "name": fragment["function"]["name"], "arguments": ""}
+        else:
+            assert set(fragment["function"]) == {"arguments"}
+            calls[fragment["index"]]["arguments"] += fragment["function"]["arguments"]
+    assert [calls[i]["name"] for i in sorted(calls)] == ["get_weather", "get_time"]
+    assert all(call["id"].startswith("call_") for call in calls.values())
+    assert json.loads(calls[0]["arguments"]) == {"city": "Paris", "days": 1, "metric": True}
+    assert json.loads(calls[1]["arguments"]) == {}
+    assert chunks[-2]["choices"] == [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}]
+    assert chunks[-2]["usage"] is None
+    assert chunks[-1]["choices"] == []
+    usage = chunks[-1]["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+
+
+async def test_chat_stream_text_without_usage_chunk(sim: str, http: aiohttp.ClientSession) -> None:
+    text = await post(http, f"{sim}/v1/chat/completions",
+                      {"model": "m", "messages": [{"role": "user", "content": "a b"}], "stream": True})
+    events = parse_sse(text)
+    assert events[-1][1] == "[DONE]"
+    chunks = [json.loads(data) for _, data in events[:-1]]
+    assert all("usage" not in c for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks[1:-1]) == "Echo: a b"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_chat_tool_result_turn_answers_with_the_output(sim: str, http: aiohttp.ClientSession) -> None:
+    body = await post(http, f"{sim}/v1/chat/completions", {"model": "m", "tools": [chat_tool(WEATHER_TOOL)], "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "rain"},
+    ]})
+    assert body["choices"][0]["message"]["content"] == "Tool said: rain"
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_chat_json_tool_call(sim: str, http: aiohttp.ClientSession) -> None:
+    body = await post(http, f"{sim}/v1/chat/completions", {
+        "model": "m", "messages": [{"role": "user", "content": "Weather in Oslo"}],
+        "tools": [chat_tool(WEATHER_TOOL), chat_tool(TIME_TOOL)],
+        "tool_choice": {"type": "function", "function": {"name": "get_time"}},
+    })
+    [choice] = body["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    [call] = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["function"] == {"name": "get_time", "arguments": "{}"}
+
+
+# ---------------------------------------------------------------- limits and structured output
+
+
+async def test_max_output_tokens_makes_responses_incomplete(sim: str, http: aiohttp.ClientSession) -> None:
+    request = {"model": "m", "input": "one two three four", "max_output_tokens": 3}
+    body = await post(http, f"{sim}/v1/responses", request)
+    assert body["status"] == "incomplete"
+    assert body["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert body["output"][0]["status"] == "incomplete"
+    assert body["output"][0]["content"][0]["text"] == "Echo: one two"
+    assert body["usage"]["output_tokens"] == 3
+
+    payloads = [json.loads(d) for _, d in parse_sse(await post(http, f"{sim}/v1/responses", {**request, "stream": True}))]
+    assert payloads[-1]["type"] == "response.incomplete"
+    assert payloads[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert [p["delta"] for p in payloads if p["type"] == "response.output_text.delta"] == ["Echo:", " one", " two"]
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+async def test_chat_token_limit_finishes_with_length(sim: str, http: aiohttp.ClientSession, field: str) -> None:
+    request = {"model": "m", "messages": [{"role": "user", "content": "one two three"}], field: 2}
+    body = await post(http, f"{sim}/v1/chat/completions", request)
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["choices"][0]["message"]["content"] == "Echo: one"
+    assert body["usage"]["completion_tokens"] == 2
+    chunks = [json.loads(d) for _, d in parse_sse(await post(http, f"{sim}/v1/chat/completions",
+                                                             {**request, "stream": True}))[:-1]]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+
+BOOK_SCHEMA = {
+    "$defs": {"Author": {"type": "object", "properties": {"first_name": {"type": "string"}},
+                         "required": ["first_name"], "additionalProperties": False}},
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "author": {"$ref": "#/$defs/Author"},
+                   "rating": {"type": "integer"}, "genre": {"enum": ["fantasy", "crime"]},
+                   "tags": {"type": "array", "items": {"type": "string"}}, "sequel": {"type": ["null", "boolean"]}},
+    "required": ["title", "author", "rating", "genre", "tags", "sequel"],
+    "additionalProperties": False,
+}
+EXPECTED_BOOK = {"title": "Rothfuss", "author": {"first_name": "Rothfuss"}, "rating": 1, "genre": "fantasy",
+                 "tags": [], "sequel": True}
+
+
+async def test_responses_json_schema_output_parses(sim: str, http: aiohttp.ClientSession) -> None:
+    body = await post(http, f"{sim}/v1/responses", {
+        "model": "m", "input": "A book by Patrick Rothfuss",
+        "text": {"format": {"type": "json_schema", "name": "Book", "schema": BOOK_SCHEMA, "strict": True}},
+    })
+    assert json.loads(body["output"][0]["content"][0]["text"]) == EXPECTED_BOOK
+    assert body["text"]["format"]["name"] == "Book"
+
+
+async def test_chat_json_schema_output_parses(sim: str, http: aiohttp.ClientSession) -> None:
+    body = await post(http, f"{sim}/v1/chat/completions", {
+        "model": "m", "messages": [{"role": "user", "content": "A book by Patrick Rothfuss"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "Book", "schema": BOOK_SCHEMA}},
+    })
+    assert json.loads(body["choices"][0]["message"]["content"]) == EXPECTED_BOOK
+
+
+# ---------------------------------------------------------------- faults
+
+
+async def test_status_fault_replies_with_openai_error(sim: str, http: aiohttp.ClientSession) -> None:
+    async with http.post(f"{sim}/v1/responses", json={"model": "m", "input": "hi"},
+                         headers={"x-sim-fault": "status:500"}) as resp:
+        assert resp.status == 500
+        assert "retry-after" not in resp.headers
+        error = (await resp.json())["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "server_error" and error["message"]
+
+
+async def test_status_429_carries_retry_after_unless_noretry(sim: str, http: aiohttp.ClientSession) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    async with http.post(f"{sim}/v1/chat/completions", json=body, headers={"x-sim-fault": "status:429"}) as resp:
+        assert resp.status == 429
+        assert resp.headers["retry-after"] == "1"
+        assert (await resp.json())["error"]["code"] == "rate_limit_exceeded"
+    async with http.post(f"{sim}/v1/chat/completions", json=body,
+                         headers={"x-sim-fault": "status:429:noretry"}) as resp:
+        assert resp.status == 429
+        assert "retry-after" not in resp.headers
+
+
+async def test_reset_drops_the_connection_before_any_reply(sim: str, http: aiohttp.ClientSession) -> None:
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with http.post(f"{sim}/v1/responses", json={"model": "m", "input": "hi"},
+                             headers={"x-sim-fault": "reset"}) as resp:
+            await resp.read()
+    await post(http, f"{sim}/v1/responses", {"model": "m", "input": "still up?"})
+
+
+async def test_reset_after_first_byte_sends_one_event(sim: str, http: aiohttp.ClientSession) -> None:
+    received = b""
+    async with http.post(f"{sim}/v1/responses", json={"model": "m", "input": "hi", "stream": True},
+                         headers={"x-sim-fault": "reset-after-first-byte"}) as resp:
+        assert resp.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async for chunk in resp.content.iter_any():
+                received += chunk
+    [(event, data)] = parse_sse(received.decode())
+    assert event == "response.created" and json.loads(data)["sequence_number"] == 0
+
+
+async def test_stall_never_replies(sim: str, http: aiohttp.ClientSession) -> None:
+    started = time.monotonic()
+    with pytest.raises(asyncio.TimeoutError):
+        async with http.post(f"{sim}/v1/responses", json={"model": "m", "input": "hi"},
+                             headers={"x-sim-fault": "stall"}, timeout=aiohttp.ClientTimeout(total=0.3)):
+            pass
+    assert time.monotonic() - started >= 0.3
+
+
+async def test_stall_mid_stream_sends_a_few_events_then_hangs(sim: str, http: aiohttp.ClientSession) -> None:
+    async with http.post(f"{sim}/v1/chat/completions",
+                         json={"model": "m", "messages": [{"role": "user", "content": "a b c d"}], "stream": True},
+                         headers={"x-sim-fault": "stall-mid-stream"}) as resp:
+        assert resp.status == 200
+        lines = [await resp.content.readline() for _ in range(6)]  # three "data:" lines and their blank lines
+        assert all(line.startswith(b"data: {") for line in lines[::2])
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(resp.content.readline(), 0.3)
+
+
+async def test_close_releases_stalled_requests(http: aiohttp.ClientSession) -> None:
+    simulator = await start_simulator(options=SimulatorOptions(fault="stall"))
+    pending = asyncio.create_task(http.post(f"{simulator.url}/v1/responses", json={"model": "m", "input": "hi"}))
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    await simulator.close()
+    assert time.monotonic() - started < 0.9  # well inside the 1 s shutdown timeout: nothing waited on it
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await pending
+
+
+async def test_malformed_json_body(sim: str, http: aiohttp.ClientSession) -> None:
+    async with http.post(f"{sim}/v1/responses", json={"model": "m", "input": "hi"},
+                         headers={"x-sim-fault": "malformed"}) as resp:
+        assert resp.status == 200
+        raw = await resp.read()
+    assert raw.startswith(b'{"id":"resp_')
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(raw)
+
+
+async def test_malformed_stream_has_a_broken_data_line(sim: str, http: aiohttp.ClientSession) -> None:
+    text = await post(http, f"{sim}/v1/chat/completions",
+                      {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+                      **{"x-sim-fault": "malformed"})
+    first, broken = parse_sse(text)
+    assert json.loads(first[1])["object"] == "chat.completion.chunk"
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(broken[1])
+
+
+async def test_trickle_sends_the_normal_reply_in_many_pieces(sim: str, http: aiohttp.ClientSession) -> None:
+    chunks = []
+    async with http.post(f"{sim}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                         headers={"x-sim-fault": "trickle", "x-sim-trickle-delay-ms": "0"}) as resp:
+        assert resp.status == 200
+        async for chunk in resp.content.iter_any():
+            chunks.append(chunk)
+    body = json.loads(b"".join(chunks))
+    assert body["choices"][0]["message"]["content"] == "Echo: hi"
+    assert len(chunks) > 10
+
+
+async def test_fail_times_faults_only_the_first_requests_per_key(sim: str, http: aiohttp.ClientSession) -> None:
+    async def status(key: str) -> int:
+        async with http.post(f"{sim}/v1/responses", json={"model": "m", "input": "hi"}, headers={
+            "x-sim-fault": "status:503", "x-sim-fail-times": "2", "x-sim-fault-key": key,
+        }) as resp:
+            await resp.read()
+            return resp.status
+
+    assert [await status("retry-a") for _ in range(4)] == [503, 503, 200, 200]
+    assert await status("retry-b") == 503
+
+
+async def test_bad_control_headers_are_rejected(sim: str, http: aiohttp.ClientSession) -> None:
+    for headers in ({"x-sim-fault": "explode"}, {"x-sim-latency-ms": "soon"}, {"x-sim-fault": "status:200"}):
+        async with http.post(f"{sim}/v1/responses", json={"model": "m", "input": "hi"}, headers=headers) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["type"] == "invalid_request_error"
+
+
+def test_bad_fault_option_fails_at_start() -> None:
+    with pytest.raises(ValueError, match="unknown fault"):
+        create_app(SimulatorOptions(fault="sometimes"))
+
+
+async def test_latency_and_token_delay(sim: str, http: aiohttp.ClientSession) -> None:
+    started = time.monotonic()
+    await post(http, f"{sim}/v1/responses", {"model": "m", "input": "hi"}, **{"x-sim-latency-ms": "150"})
+    assert time.monotonic() - started >= 0.15
+    started = time.monotonic()
+    text = await post(http, f"{sim}/v1/responses", {"model": "m", "input": "hi", "stream": True},
+                      **{"x-sim-token-delay-ms": "20"})
+    assert time.monotonic() - started >= 0.02 * (len(parse_sse(text)) - 1)
+
+
+# ---------------------------------------------------------------- auth, models, recording, CLI
+
+
+async def test_api_key_is_enforced_when_configured(http: aiohttp.ClientSession) -> None:
+    simulator = await start_simulator(options=SimulatorOptions(api_key="sk-sim"))
+    try:
+        for auth in (None, "Bearer wrong"):
+            headers = {"Authorization": auth} if auth else {}
+            async with http.post(f"{simulator.url}/v1/responses", json={"model": "m", "input": "hi"},
+                                 headers=headers) as resp:
+                assert resp.status == 401
+                error = (await resp.json())["error"]
+                assert error["code"] == "invalid_api_key" and set(error) == {"message", "type", "param", "code"}
+        await post(http, f"{simulator.url}/v1/responses", {"model": "m", "input": "hi"}, Authorization="Bearer sk-sim")
+    finally:
+        await simulator.close()
+
+
+async def test_models_are_listed(sim: str, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{sim}/v1/models") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["object"] == "list"
+    assert [(m["id"], m["object"]) for m in body["data"]] == [("simulator", "model")]
+
+
+async def test_requests_are_recorded_and_cleared(sim: str, http: aiohttp.ClientSession) -> None:
+    await post(http, f"{sim}/v1/responses", {"model": "m", "input": "first"})
+    await post(http, f"{sim}/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+               Authorization="Bearer upstream-key", **{"X-Custom": "yes"})
+    async with http.get(f"{sim}/_sim/requests") as resp:
+        records = await resp.json()
+    assert [(r["method"], r["path"]) for r in records] == [("POST", "/v1/responses"), ("POST", "/v1/chat/completions")]
+    assert records[0]["body"] == {"model": "m", "input": "first"}
+    assert "authorization" not in records[0]["headers"]
+    assert records[1]["headers"]["authorization"] == "Bearer upstream-key"
+    assert records[1]["headers"]["x-custom"] == "yes"
+    async with http.delete(f"{sim}/_sim/requests") as resp:
+        assert resp.status == 204
+    async with http.get(f"{sim}/_sim/requests") as resp:
+        assert await resp.json() == []
+
+
+async def test_recording_keeps_only_the_last_requests(http: aiohttp.ClientSession) -> None:
+    simulator = await start_simulator(options=SimulatorOptions(record_limit=2))
+    try:
+        for word in ("one", "two", "three"):
+            await post(http, f"{simulator.url}/v1/responses", {"model": "m", "input": word})
+        async with http.get(f"{simulator.url}/_sim/requests") as resp:
+            assert [r["body"]["input"] for r in await resp.json()] == ["two", "three"]
+    finally:
+        await simulator.close()
+
+
+async def test_cli_serves_until_interrupted(http: aiohttp.ClientSession) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from providers.simulator import main; sys.exit(main(sys.argv[1:]))",
+        "--port", "0", "--api-key", "sk-cli",
+        cwd=Path(__file__).resolve().parents[2], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        url = line.split()[-1]
+        assert url.startswith("http://127.0.0.1:")
+        async with http.get(f"{url}/v1/models") as resp:
+            assert resp.status == 401
+        async with http.get(f"{url}/v1/models", headers={"Authorization": "Bearer sk-cli"}) as resp:
+            assert resp.status == 200
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,380 @@
+"""The ``ResponseStore`` contract, run against every backend.
+
+The Redis cases use the real server at 127.0.0.1:6379 (marker ``redis``); an unreachable server
+fails them rather than skipping them. Each test gets its own key prefix and removes its keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import cast
+
+import pytest
+from redis.asyncio import Redis
+
+from proxy.schema.content import InputText, OutputText
+from proxy.schema.items import Item, ItemReference, Message, OpaqueItem, OutputItem
+from proxy.schema.response import ResponseResource, ResponseStatus, Usage
+from proxy.store import RedisStore, ResponseStore, SqliteStore, StoredResponse, open_store
+from proxy.store.base import Order
+from proxy.store.redis import THIRTY_DAYS
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def new_prefix() -> str:
+    """A Redis key prefix no other test uses."""
+    return f"interlock-test:{uuid.uuid4().hex}:"
+
+
+async def drop_keys(prefix: str) -> None:
+    client = Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ResponseStore]:
+    """A started store of each backend."""
+    prefix = new_prefix() if request.param == "redis" else None
+    backend: ResponseStore = (
+        SqliteStore(str(tmp_path / "store.db")) if prefix is None else RedisStore(REDIS_URL, prefix=prefix)
+    )
+    await backend.start()
+    try:
+        # A Redis server that is down fails the test here: the contract must not pass unchecked.
+        assert await backend.ping(), f"the {request.param} store does not answer"
+        yield backend
+    finally:
+        await backend.close()
+        if prefix is not None:
+            await drop_keys(prefix)
+
+
+def user_message(item_id: str, text: str = "hello") -> Message:
+    return Message(id=item_id, role="user", content=[InputText(text=text)], status="completed")
+
+
+def assistant_message(item_id: str, text: str = "hi there") -> Message:
+    return Message(id=item_id, role="assistant", content=[OutputText(text=text)], status="completed")
+
+
+def web_search(item_id: str) -> OpaqueItem:
+    return OpaqueItem(
+        {"type": "web_search_call", "id": item_id, "status": "completed", "action": {"query": "interlock"}}
+    )
+
+
+def make_response(
+    response_id: str, output: Sequence[Item] = (), status: ResponseStatus = "completed"
+) -> ResponseResource:
+    response = ResponseResource(id=response_id, created_at=1_760_000_000, model="gpt-test", status=status)
+    # An OpaqueItem is placed in output with a cast, as the engine does (see items.OutputItem).
+    response.output = cast(list[OutputItem], list(output))
+    return response
+
+
+async def test_round_trip_keeps_known_and_opaque_items(store: ResponseStore) -> None:
+    inputs: list[Item] = [user_message("msg_in"), web_search("ws_in"), assistant_message("msg_prev")]
+    response = make_response(
+        "resp_1",
+        [web_search("ws_out"), assistant_message("msg_out")],
+    )
+    response.usage = Usage(input_tokens=3, output_tokens=4, total_tokens=7)
+    response.metadata = {"ticket": "42"}
+    await store.save("team-a", response, inputs)
+
+    loaded = await store.load("team-a", "resp_1")
+
+    assert loaded == StoredResponse(team="team-a", response=response, input_items=inputs)
+    assert isinstance(loaded.response.output[0], OpaqueItem)
+    assert loaded.response.output[0].data["action"] == {"query": "interlock"}
+    assert isinstance(loaded.input_items[1], OpaqueItem)
+    assert await store.load("team-a", "resp_absent") is None
+
+
+async def test_save_again_replaces_the_response_and_its_inputs(store: ResponseStore) -> None:
+    await store.save("team-a", make_response("resp_1", status="in_progress"), [user_message("msg_1", "v1")])
+    done = make_response("resp_1", [assistant_message("msg_out")], status="completed")
+    await store.save("team-a", done, [user_message("msg_1", "v2")])
+
+    loaded = await store.load("team-a", "resp_1")
+
+    assert loaded is not None
+    assert loaded.response.status == "completed"
+    assert loaded.response.output == [assistant_message("msg_out")]
+    assert loaded.input_items == [user_message("msg_1", "v2")]
+    assert await store.list_input_items("team-a", "resp_1", limit=10, order="asc", after=None) == (
+        [user_message("msg_1", "v2")],
+        False,
+    )
+    assert await store.get_items("team-a", ["msg_1", "msg_out"]) == {
+        "msg_1": user_message("msg_1", "v2"),
+        "msg_out": assistant_message("msg_out"),
+    }
+
+
+async def test_another_team_sees_nothing(store: ResponseStore) -> None:
+    await store.save("team-a", make_response("resp_1", [assistant_message("msg_out")]), [user_message("msg_in")])
+
+    assert await store.load("team-b", "resp_1") is None
+    assert await store.list_input_items("team-b", "resp_1", limit=10, order="asc", after=None) is None
+    assert await store.get_items("team-b", ["msg_in", "msg_out"]) == {}
+    assert await store.delete("team-b", "resp_1") is False
+    # The failed delete left the owner's response whole.
+    assert await store.load("team-a", "resp_1") is not None
+    assert await store.get_items("team-a", ["msg_in", "msg_out"]) == {
+        "msg_in": user_message("msg_in"),
+        "msg_out": assistant_message("msg_out"),
+    }
+
+
+async def test_team_names_with_separators_do_not_alias(store: ResponseStore) -> None:
+    await store.save("a", make_response("b:resp_1"), [user_message("b:msg_1")])
+
+    assert await store.load("a:b", "resp_1") is None
+    assert await store.get_items("a:b", ["msg_1"]) == {}
+    await store.save("a:b", make_response("resp_1"), [user_message("msg_1", "other team")])
+    loaded = await store.load("a", "b:resp_1")
+    assert loaded is not None
+    assert loaded.input_items == [user_message("b:msg_1")]
+    assert await store.get_items("a", ["b:msg_1"]) == {"b:msg_1": user_message("b:msg_1")}
+
+
+async def test_delete_removes_the_response_and_its_items(store: ResponseStore) -> None:
+    await store.save("team-a", make_response("resp_1", [assistant_message("msg_out")]), [user_message("msg_in")])
+
+    assert await store.delete("team-a", "resp_1") is True
+
+    assert await store.load("team-a", "resp_1") is None
+    assert await store.list_input_items("team-a", "resp_1", limit=10, order="asc", after=None) is None
+    assert await store.get_items("team-a", ["msg_in", "msg_out"]) == {}
+    assert await store.delete("team-a", "resp_1") is False
+
+
+async def test_item_ids_reused_across_responses(store: ResponseStore) -> None:
+    # Clients replay history with their own ids, so the same id arrives with several responses.
+    await store.save("team-a", make_response("resp_1"), [user_message("msg_1", "first")])
+    await store.save("team-a", make_response("resp_2"), [user_message("msg_1", "second"), user_message("msg_2")])
+
+    assert await store.get_items("team-a", ["msg_1", "msg_2", "msg_1", "msg_absent"]) == {
+        "msg_1": user_message("msg_1", "second"),
+        "msg_2": user_message("msg_2"),
+    }
+    # resp_2 saved msg_1 last, so deleting resp_1 must leave it resolvable.
+    assert await store.delete("team-a", "resp_1") is True
+    assert await store.get_items("team-a", ["msg_1", "msg_2"]) == {
+        "msg_1": user_message("msg_1", "second"),
+        "msg_2": user_message("msg_2"),
+    }
+    assert await store.delete("team-a", "resp_2") is True
+    assert await store.get_items("team-a", ["msg_1", "msg_2"]) == {}
+
+
+async def test_an_id_repeated_within_one_save_keeps_its_output_form(store: ResponseStore) -> None:
+    response = make_response("resp_1", [assistant_message("dup", "from output")])
+    await store.save("team-a", response, [user_message("dup", "from input")])
+
+    assert await store.get_items("team-a", ["dup"]) == {"dup": assistant_message("dup", "from output")}
+
+
+async def test_item_references_are_listed_but_not_indexed(store: ResponseStore) -> None:
+    await store.save("team-a", make_response("resp_1"), [user_message("msg_1")])
+    inputs: list[Item] = [ItemReference(id="msg_1"), user_message("msg_2")]
+    await store.save("team-a", make_response("resp_2"), inputs)
+
+    assert await store.get_items("team-a", ["msg_1"]) == {"msg_1": user_message("msg_1")}
+    assert await store.list_input_items("team-a", "resp_2", limit=10, order="asc", after=None) == (inputs, False)
+
+
+async def test_an_item_without_id_is_refused_before_anything_is_written(store: ResponseStore) -> None:
+    nameless = Message(role="user", content="no id")
+
+    with pytest.raises(ValueError, match="string id"):
+        await store.save("team-a", make_response("resp_1"), [user_message("msg_1"), nameless])
+
+    assert await store.load("team-a", "resp_1") is None
+    assert await store.get_items("team-a", ["msg_1"]) == {}
+
+
+INPUTS: list[Item] = [
+    user_message("i0"),
+    assistant_message("i1"),
+    web_search("i2"),
+    user_message("i3"),
+    assistant_message("i4"),
+]
+
+
+@pytest.mark.parametrize(
+    ("order", "limit", "after", "expected_ids", "has_more"),
+    [
+        ("asc", 2, None, ["i0", "i1"], True),
+        ("asc", 2, "i1", ["i2", "i3"], True),
+        ("asc", 2, "i2", ["i3", "i4"], False),
+        ("asc", 5, None, ["i0", "i1", "i2", "i3", "i4"], False),
+        ("asc", 100, "i4", [], False),
+        ("desc", 2, None, ["i4", "i3"], True),
+        ("desc", 10, "i3", ["i2", "i1", "i0"], False),
+        ("desc", 1, "i1", ["i0"], False),
+        ("asc", 3, "unknown", [], False),
+        ("desc", 3, "unknown", [], False),
+    ],
+)
+async def test_list_input_items_pages(
+    store: ResponseStore, order: Order, limit: int, after: str | None, expected_ids: list[str], has_more: bool
+) -> None:
+    await store.save("team-a", make_response("resp_1", [assistant_message("i5")]), INPUTS)
+
+    page = await store.list_input_items("team-a", "resp_1", limit=limit, order=order, after=after)
+
+    by_id = {item.id: item for item in INPUTS}
+    assert page == ([by_id[item_id] for item_id in expected_ids], has_more)
+
+
+async def test_list_input_items_of_an_absent_response_is_none(store: ResponseStore) -> None:
+    assert await store.list_input_items("team-a", "resp_absent", limit=10, order="asc", after=None) is None
+
+
+async def test_concurrent_saves_are_all_readable(store: ResponseStore) -> None:
+    saved = {
+        f"resp_{n}": (
+            make_response(f"resp_{n}", [assistant_message(f"out_{n}", f"answer {n}")]),
+            user_message(f"in_{n}"),
+        )
+        for n in range(50)
+    }
+
+    await asyncio.gather(*(store.save("team-a", response, [item]) for response, item in saved.values()))
+
+    loaded = await asyncio.gather(*(store.load("team-a", response_id) for response_id in saved))
+    assert loaded == [
+        StoredResponse(team="team-a", response=response, input_items=[item]) for response, item in saved.values()
+    ]
+    out_ids = [f"out_{n}" for n in range(50)]
+    assert await store.get_items("team-a", out_ids) == {
+        f"out_{n}": assistant_message(f"out_{n}", f"answer {n}") for n in range(50)
+    }
+
+
+async def test_a_two_megabyte_item_round_trips(store: ResponseStore) -> None:
+    big = user_message("msg_big", "x" * (2 * 1024 * 1024))
+    await store.save("team-a", make_response("resp_1", [assistant_message("msg_out")]), [big])
+
+    loaded = await store.load("team-a", "resp_1")
+
+    assert loaded is not None
+    assert loaded.input_items == [big]
+    assert await store.get_items("team-a", ["msg_big"]) == {"msg_big": big}
+
+
+@pytest.mark.redis
+async def test_redis_keys_carry_the_prefix_and_the_ttl() -> None:
+    redis_prefix = new_prefix()
+    stores = [
+        RedisStore(REDIS_URL, prefix=f"{redis_prefix}ttl:"),
+        RedisStore(REDIS_URL, prefix=f"{redis_prefix}forever:", ttl_seconds=None),
+    ]
+    client = Redis.from_url(REDIS_URL)
+    try:
+        for store in stores:
+            await store.start()
+            await store.save(
+                "team-a", make_response("resp_1", [assistant_message("msg_out")]), [user_message("msg_in")]
+            )
+        ttl_keys = sorted([key async for key in client.scan_iter(match=f"{redis_prefix}ttl:*")])
+        forever_keys = [key async for key in client.scan_iter(match=f"{redis_prefix}forever:*")]
+
+        assert [key.decode().removeprefix(f"{redis_prefix}ttl:") for key in ttl_keys] == [
+            "ids:team-a:resp_1",
+            "item:team-a:msg_in",
+            "item:team-a:msg_out",
+            "resp:team-a:resp_1",
+        ]
+        for key in ttl_keys:
+            assert THIRTY_DAYS - 60 < await client.ttl(key) <= THIRTY_DAYS
+        assert len(forever_keys) == 4
+        for key in forever_keys:
+            assert await client.ttl(key) == -1  # no expiry
+    finally:
+        for store in stores:
+            await store.close()
+        await client.aclose()
+        await drop_keys(redis_prefix)
+
+
+async def test_sqlite_creates_parent_directories_and_persists(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "store.db"
+    first = SqliteStore(str(path))
+    await first.start()
+    await first.save("team-a", make_response("resp_1"), [user_message("msg_1")])
+    await first.close()
+
+    second = SqliteStore(str(path))
+    await second.start()
+    try:
+        loaded = await second.load("team-a", "resp_1")
+    finally:
+        await second.close()
+
+    assert loaded is not None
+    assert loaded.input_items == [user_message("msg_1")]
+
+
+async def test_sqlite_ping_is_false_once_closed(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "store.db"))
+    assert await store.ping() is False
+    await store.start()
+    assert await store.ping() is True
+    await store.close()
+    assert await store.ping() is False
+
+
+async def test_open_store_absolute_sqlite_path(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "interlock.db"
+    store = open_store(f"sqlite:///{path}")  # tmp_path is absolute, so this has four slashes
+
+    assert isinstance(store, SqliteStore)
+    await store.start()
+    await store.close()
+    assert path.is_file()
+
+
+async def test_open_store_relative_sqlite_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store("sqlite:///var/interlock.db")
+
+    await store.start()
+    await store.close()
+    assert (tmp_path / "var" / "interlock.db").is_file()
+
+
+async def test_open_store_in_memory_sqlite() -> None:
+    store = open_store("sqlite://:memory:")
+    assert isinstance(store, SqliteStore)
+    await store.start()
+    try:
+        await store.save("team-a", make_response("resp_1"), [user_message("msg_1")])
+        loaded = await store.load("team-a", "resp_1")
+    finally:
+        await store.close()
+    assert loaded is not None
+    assert loaded.input_items == [user_message("msg_1")]
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://cache.example:6380/2"])
+def test_open_store_redis(url: str) -> None:
+    assert isinstance(open_store(url), RedisStore)
+
+
+@pytest.mark.parametrize("url", ["", "sqlite://", "sqlite:///", "postgres://db/interlock", "memory://"])
+def test_open_store_refuses_other_urls(url: str) -> None:
+    with pytest.raises(ValueError, match="unsupported response store URL"):
+        open_store(url)
