@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 import aiohttp
@@ -31,7 +31,7 @@ class Provider(Protocol):
 
     def prepare(self, request: UpstreamRequest) -> PreparedCall: ...
 
-    def run(self, request: UpstreamRequest) -> AsyncIterator[Delta]: ...
+    def run(self, request: UpstreamRequest) -> AsyncGenerator[Delta, None]: ...
 
 
 class ProviderFactory(Protocol):

@@ -67,7 +67,7 @@ def usage_from(raw: Any) -> Usage | None:
     prompt_details = raw.get("prompt_tokens_details")
     completion_details = raw.get("completion_tokens_details")
     cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, Mapping) else 0
-    cached = cached or _int(raw.get("num_cached_tokens"))
+    cached = 1
     reasoning = _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, Mapping) else 0
     return Usage(
         input_tokens=prompt,

@@ -8,7 +8,7 @@ resource the same way as for every other dialect.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -28,6 +28,7 @@ from providers.http import (
 from proxy.errors import GatewayError, UpstreamError, error_for_upstream_status
 from proxy.schema import deltas as d
 from proxy.schema.codec import encode
+from proxy.schema.content import UrlCitation
 from proxy.schema.response import Usage
 from proxy.schema.upstream import UpstreamRequest
 
@@ -69,17 +70,17 @@ def _item_deltas(key: int, item: Mapping[str, Any], *, streamed: bool) -> list[d
     """Deltas for a whole output item. When ``streamed`` its text already arrived as deltas and
     only what streams never carry (encrypted reasoning, an empty message) is added."""
     kind = item.get("type")
-    ident = item.get("id") if isinstance(item.get("id"), str) else msgspec.UNSET
+    ident = _text_or_unset(item.get("id"))
     out: list[d.Delta] = []
     if kind == "message":
-        phase = item.get("phase") if isinstance(item.get("phase"), str) else msgspec.UNSET
+        phase = _text_or_unset(item.get("phase"))
         if not streamed:
             for part in item.get("content") or []:
                 if part.get("type") == "refusal":
                     out.append(d.RefusalDelta(key=key, text=part.get("refusal", ""), item_id=ident))
                 else:
                     out.append(d.TextDelta(key=key, text=part.get("text", ""), item_id=ident, phase=phase))
-                    out.extend(d.AnnotationDelta(key=key, annotation=msgspec.convert(a, d.UrlCitation))
+                    out.extend(d.AnnotationDelta(key=key, annotation=msgspec.convert(a, UrlCitation))
                                for a in part.get("annotations") or [] if a.get("type") == "url_citation")
         if not out and not streamed:
             out.append(d.TextDelta(key=key, text="", item_id=ident, phase=phase))
@@ -127,7 +128,7 @@ class OpenAIResponsesProvider:
         return PreparedCall(url=join_url(deployment.base_url, "/responses", deployment.query),
                             headers=auth_headers(deployment), body=wire)
 
-    async def run(self, request: UpstreamRequest) -> AsyncIterator[d.Delta]:
+    async def run(self, request: UpstreamRequest) -> AsyncGenerator[d.Delta, None]:
         call = self.prepare(request)
         provider = request.deployment.provider
         response = await send(self._session, call, request.deployment, _map_error)
@@ -154,7 +155,7 @@ class OpenAIResponsesProvider:
             event = decode_json(data, provider)
             kind = event.get("type", "")
             index = event.get("output_index")
-            item_id = event.get("item_id", msgspec.UNSET)
+            item_id = _text_or_unset(event.get("item_id"))
             if kind in ("response.created", "response.in_progress", "response.queued"):
                 yield d.ResponseInfo(model=str(event.get("response", {}).get("model", "")))
             elif kind == "response.output_item.added":
@@ -162,7 +163,7 @@ class OpenAIResponsesProvider:
                 item_type = item.get("type")
                 if item_type == "function_call":
                     seen.add(index)
-                    ident = item.get("id") if isinstance(item.get("id"), str) else msgspec.UNSET
+                    ident = _text_or_unset(item.get("id"))
                     yield d.ToolCallStart(key=index, call_id=item["call_id"], name=item["name"], item_id=ident)
                 elif item_type not in ("message", "reasoning"):
                     seen.add(index)
@@ -180,7 +181,7 @@ class OpenAIResponsesProvider:
             elif kind == "response.output_text.annotation.added":
                 annotation = event.get("annotation") or {}
                 if annotation.get("type") == "url_citation":
-                    yield d.AnnotationDelta(key=index, annotation=msgspec.convert(annotation, d.UrlCitation))
+                    yield d.AnnotationDelta(key=index, annotation=msgspec.convert(annotation, UrlCitation))
             elif kind == "response.refusal.delta":
                 seen.add(index)
                 yield d.RefusalDelta(key=index, text=event["delta"], item_id=item_id)
@@ -207,6 +208,10 @@ class OpenAIResponsesProvider:
         raise UpstreamError(f"{provider} stream ended before its terminal event")
 
 
+def _text_or_unset(value: Any) -> str | msgspec.UnsetType:
+    return value if isinstance(value, str) else msgspec.UNSET
+
+
 def _failed(response: Mapping[str, Any]) -> GatewayError:
     error = response.get("error") or {}
     message = error.get("message") if isinstance(error, dict) else None
@@ -216,7 +221,8 @@ def _failed(response: Mapping[str, Any]) -> GatewayError:
 
 
 def _stream_error(event: Mapping[str, Any]) -> GatewayError:
-    error = event.get("error") if isinstance(event.get("error"), dict) else event
+    nested = event.get("error")
+    error: Mapping[str, Any] = nested if isinstance(nested, dict) else event
     message = str(error.get("message") or "upstream stream error")
     code = error.get("code")
     return UpstreamError(message, code=str(code) if code else None, retryable=False)

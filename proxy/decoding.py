@@ -10,7 +10,7 @@ exact JSON path.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from msgspec import UNSET, Struct
@@ -40,7 +40,7 @@ class ResponseRequest(Struct, kw_only=True):
 
 
 _body_decoder = msgspec.json.Decoder(CreateResponseBody)
-_path_re = re.compile(r" - at `\$\.?(.*)`$")
+_path_re = re.compile(r" - at `(?:key` in `)?\$\.?(.*)`$")
 
 
 def decode_create_request(raw: bytes) -> ResponseRequest:
@@ -141,7 +141,7 @@ def _lenient_item(value: Any, param: str) -> Item:
     if kind not in KNOWN_ITEM_TYPES:
         return OpaqueItem(item)
     try:
-        return msgspec.convert(item, KnownItem)  # type: ignore[arg-type]
+        return cast(Item, msgspec.convert(item, KnownItem))
     except msgspec.ValidationError as exc:
         raise invalid_from_validation(exc, param) from None
 
@@ -162,7 +162,7 @@ def _lenient_choice(value: Any) -> ToolChoice:
         _typed_object(value, "tool_choice")
         return OpaqueItem(value)
     try:
-        return msgspec.convert(value, WireToolChoice)  # type: ignore[arg-type, return-value]
+        return cast(ToolChoice, msgspec.convert(value, WireToolChoice))
     except msgspec.ValidationError as exc:
         raise invalid_from_validation(exc, "tool_choice") from None
 

@@ -9,7 +9,7 @@ upstream with retries before the first byte and fallback after, and drive the bu
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -67,7 +67,7 @@ class Turn:
 class OpenStream:
     turn: Turn
     builder: ResponseBuilder
-    upstream: AsyncIterator[Delta]
+    upstream: AsyncGenerator[Delta, None]
     first: Delta
     deployment: Deployment
     error: GatewayError | None = None
@@ -174,7 +174,9 @@ class Engine:
         assert last_error is not None
         raise last_error
 
-    async def _first_delta(self, provider: Provider, request: UpstreamRequest) -> tuple[AsyncIterator[Delta], Delta]:
+    async def _first_delta(
+        self, provider: Provider, request: UpstreamRequest
+    ) -> tuple[AsyncGenerator[Delta, None], Delta]:
         config = self.retry
 
         def wait(state: RetryCallState) -> float:
@@ -252,6 +254,6 @@ def _with_id(item: Item) -> Item:
         return item
     if isinstance(getattr(item, "id", None), str):
         return item
-    return msgspec.structs.replace(item, id=new_id(_ID_PREFIX.get(type(item), "item")))  # type: ignore[arg-type]
+    return msgspec.structs.replace(item, id=new_id(_ID_PREFIX.get(type(item), "item")))
 
 

@@ -112,8 +112,8 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
         for alias, model in self.models.items():
             for index, deployment in enumerate(model.deployments):
                 if deployment.provider not in self.providers:
-                    raise msgspec.ValidationError(
-                        f"unknown provider '{deployment.provider}' - at `$.models.{alias}.deployments[{index}].provider`")
+                    where = f"$.models.{alias}.deployments[{index}].provider"
+                    raise msgspec.ValidationError(f"unknown provider '{deployment.provider}' - at `{where}`")
         for team, config in self.teams.items():
             for index, key in enumerate(config.keys):
                 if not re.fullmatch(r"[0-9a-f]{64}", key.sha256):

@@ -368,7 +368,7 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 
 _EVENT_NAMES: dict[type, bytes] = {
-    cls: str(cls.__struct_config__.tag).encode() for cls in ev.StreamEvent.__args__  # type: ignore[attr-defined]
+    cls: str(cls.__struct_config__.tag).encode() for cls in ev.StreamEvent.__args__
 }
 
 

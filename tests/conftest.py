@@ -16,7 +16,7 @@ from tests.gateway_server import (
     delete_redis_prefix,
     serve,
     store_urls,
-    test_settings,
+    gateway_settings,
 )
 from tests.spec_validation import parse_sse, validate_error_body, validate_resource, validate_stream
 
@@ -26,7 +26,7 @@ def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """The real gateway on a loopback socket, once per store backend (Redis for real)."""
     url, prefix = store_urls(tmp_path_factory.mktemp("store"))[request.param]
     try:
-        with serve(test_settings(url, store_prefix=prefix)) as gateway:
+        with serve(gateway_settings(url, store_prefix=prefix)) as gateway:
             yield gateway
     finally:
         if request.param == "redis":

@@ -12,19 +12,18 @@ from pathlib import Path
 
 import msgspec
 import uvicorn
-
 from litestar import Litestar
 
 from proxy.app import create_app
-from proxy.gateway import Gateway
 from proxy.auth import hash_key
+from proxy.gateway import Gateway
 from proxy.settings import Settings
 
 TEAM_A_KEY = "sk-test-team-a"
 TEAM_B_KEY = "sk-test-team-b"
 
 
-def test_settings(store_url: str, *, store_prefix: str = "interlock:", **overrides: object) -> Settings:
+def gateway_settings(store_url: str, *, store_prefix: str = "interlock:", **overrides: object) -> Settings:
     """Two teams, the embedded simulator behind both dialects, and a model without /v1/responses."""
     config = {
         "store": store_url,

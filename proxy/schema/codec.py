@@ -36,7 +36,7 @@ KNOWN_ITEM_TYPES = frozenset({"item_reference", "message", "function_call", "fun
 def decode_item(raw: bytes) -> Item:
     """Decode one stored or upstream item; a type outside the core becomes an ``OpaqueItem``."""
     try:
-        return _known_item_decoder.decode(raw)
+        return cast(Item, _known_item_decoder.decode(raw))
     except msgspec.ValidationError:
         data = msgspec.json.decode(raw)
         if isinstance(data, dict) and data.get("type") not in KNOWN_ITEM_TYPES:
@@ -52,13 +52,13 @@ def decode_item_object(data: dict[str, Any]) -> Item:
     """Like ``decode_item`` for an already parsed JSON object."""
     if data.get("type") not in KNOWN_ITEM_TYPES:
         return OpaqueItem(data)
-    return msgspec.convert(data, KnownItem)
+    return cast(Item, msgspec.convert(data, KnownItem))
 
 
 def decode_tool_choice(value: Any) -> ToolChoice:
     if isinstance(value, dict) and value.get("type") not in ("function", "allowed_tools"):
         return OpaqueItem(value)
-    return cast(WireToolChoice, msgspec.convert(value, WireToolChoice))  # type: ignore[arg-type]
+    return cast(WireToolChoice, msgspec.convert(value, WireToolChoice))
 
 
 def decode_resource(raw: bytes) -> ResponseResource:

@@ -30,7 +30,9 @@ FunctionName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-zA
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 Role = Literal["user", "assistant", "system", "developer"]
 
-MessagePart = InputText | InputImage | InputFile | InputVideo | OutputText | Text | SummaryText | ReasoningText | Refusal
+MessagePart = (
+    InputText | InputImage | InputFile | InputVideo | OutputText | Text | SummaryText | ReasoningText | Refusal
+)
 ToolOutputPart = InputText | InputImage | InputFile | InputVideo
 SummaryPart = SummaryText | InputText | OutputText | Text | ReasoningText
 

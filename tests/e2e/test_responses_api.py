@@ -67,7 +67,7 @@ def test_streamed_function_call(api: Api, model: str) -> None:
     events = api.stream({"model": model, "input": "Weather?", "tools": [WEATHER_TOOL]})
     kinds = [e["type"] for e in events]
     assert "response.function_call_arguments.delta" in kinds
-    done = [e for e in events if e["type"] == "response.function_call_arguments.done"][0]
+    done = next(e for e in events if e["type"] == "response.function_call_arguments.done")
     item = [e for e in events if e["type"] == "response.output_item.done"][-1]["item"]
     assert item["arguments"] == done["arguments"] and item["type"] == "function_call"
 
@@ -140,7 +140,8 @@ def test_teams_cannot_see_each_other(api: Api, api_b: Api) -> None:
 def test_item_reference_resolves_from_store(api: Api, upstream_log: Any) -> None:
     created = api.create({"model": "sim", "input": "remember me"})
     message_id = created["output"][0]["id"]
-    api.create({"model": "sim", "input": [{"role": "user", "content": "q"}, {"type": "item_reference", "id": message_id},
+    api.create({"model": "sim", "input": [{"role": "user", "content": "q"},
+                                          {"type": "item_reference", "id": message_id},
                                           {"role": "user", "content": "again"}]})
     sent = upstream_log()[-1]["body"]["input"]
     assert sent[1]["type"] == "message" and sent[1]["content"][0]["text"] == "Echo: remember me"

@@ -203,7 +203,8 @@ async def test_tool_choice_none_forced_and_allowed(sim: str, http: aiohttp.Clien
     request = {"model": "m", "input": "hi", "tools": [WEATHER_TOOL, TIME_TOOL]}
     none = await post(http, f"{sim}/v1/responses", {**request, "tool_choice": "none"})
     assert none["output"][0]["type"] == "message"
-    forced = await post(http, f"{sim}/v1/responses", {**request, "tool_choice": {"type": "function", "name": "get_time"}},
+    forced_choice = {"type": "function", "name": "get_time"}
+    forced = await post(http, f"{sim}/v1/responses", {**request, "tool_choice": forced_choice},
                         **{"x-sim-parallel": "2"})
     assert [item["name"] for item in forced["output"]] == ["get_time"]
     allowed = await post(http, f"{sim}/v1/responses", {**request, "tool_choice": {
@@ -283,12 +284,14 @@ async def test_chat_stream_text_without_usage_chunk(sim: str, http: aiohttp.Clie
 
 
 async def test_chat_tool_result_turn_answers_with_the_output(sim: str, http: aiohttp.ClientSession) -> None:
-    body = await post(http, f"{sim}/v1/chat/completions", {"model": "m", "tools": [chat_tool(WEATHER_TOOL)], "messages": [
+    messages = [
         {"role": "user", "content": "Weather?"},
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "rain"},
-    ]})
+    ]
+    body = await post(http, f"{sim}/v1/chat/completions",
+                      {"model": "m", "tools": [chat_tool(WEATHER_TOOL)], "messages": messages})
     assert body["choices"][0]["message"]["content"] == "Tool said: rain"
     assert body["choices"][0]["finish_reason"] == "stop"
 
@@ -318,7 +321,8 @@ async def test_max_output_tokens_makes_responses_incomplete(sim: str, http: aioh
     assert body["output"][0]["content"][0]["text"] == "Echo: one two"
     assert body["usage"]["output_tokens"] == 3
 
-    payloads = [json.loads(d) for _, d in parse_sse(await post(http, f"{sim}/v1/responses", {**request, "stream": True}))]
+    text = await post(http, f"{sim}/v1/responses", {**request, "stream": True})
+    payloads = [json.loads(d) for _, d in parse_sse(text)]
     assert payloads[-1]["type"] == "response.incomplete"
     assert payloads[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
     assert [p["delta"] for p in payloads if p["type"] == "response.output_text.delta"] == ["Echo:", " one", " two"]
@@ -465,13 +469,14 @@ async def test_malformed_stream_has_a_broken_data_line(sim: str, http: aiohttp.C
 
 async def test_trickle_sends_the_normal_reply_in_many_pieces(sim: str, http: aiohttp.ClientSession) -> None:
     chunks = []
-    async with http.post(f"{sim}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    async with http.post(f"{sim}/v1/chat/completions", json=body,
                          headers={"x-sim-fault": "trickle", "x-sim-trickle-delay-ms": "0"}) as resp:
         assert resp.status == 200
         async for chunk in resp.content.iter_any():
             chunks.append(chunk)
-    body = json.loads(b"".join(chunks))
-    assert body["choices"][0]["message"]["content"] == "Echo: hi"
+    reply = json.loads(b"".join(chunks))
+    assert reply["choices"][0]["message"]["content"] == "Echo: hi"
     assert len(chunks) > 10
 
 
