@@ -14,7 +14,8 @@ only bookkeeping on the Responses side (``metadata``, ``store``, ``reasoning.sum
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Mapping
+import logging
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
@@ -77,6 +78,7 @@ from proxy.schema.request import (
 from proxy.schema.upstream import Quirks, UpstreamRequest
 
 _PATH = "/chat/completions"
+log = logging.getLogger(__name__)
 _MAX_MESSAGE = 2000
 _TEXT_PARTS = (InputText, OutputText, Text)
 
@@ -105,7 +107,7 @@ class OpenAIChatProvider:
         return PreparedCall(url=join_url(deployment.base_url, _PATH, deployment.query),
                             headers=auth_headers(deployment), body=body)
 
-    async def run(self, request: UpstreamRequest) -> AsyncIterator[Delta]:
+    async def run(self, request: UpstreamRequest) -> AsyncGenerator[Delta, None]:
         call = self.prepare(request)
         deployment = request.deployment
         provider = deployment.provider
@@ -131,6 +133,7 @@ def _map_error(status: int, headers: Mapping[str, str], body: bytes, *, secret: 
 
     Only the upstream's message travels on (shortened, with the deployment's key removed should
     the upstream echo it); the rest of the body is not exposed."""
+    log.debug("upstream error %s: %r", status, body[:4096])
     message, code, param = error_message(body)
     if code is not None and code.isdigit():  # OpenRouter repeats the HTTP status as the code
         code = None

@@ -9,7 +9,7 @@ reasoning item rather than reusing a closed one).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,7 @@ def usage_from(raw: Any) -> Usage | None:
     prompt_details = raw.get("prompt_tokens_details")
     completion_details = raw.get("completion_tokens_details")
     cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, Mapping) else 0
-    cached = 1
+    cached = cached or _int(raw.get("num_cached_tokens"))
     reasoning = _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, Mapping) else 0
     return Usage(
         input_tokens=prompt,
@@ -281,7 +281,7 @@ class ChatStreamDecoder:
 
 
 async def decode_stream(events: AsyncIterator[tuple[str | None, bytes]], provider: str,
-                        map_error: ErrorMapper) -> AsyncIterator[Delta]:
+                        map_error: ErrorMapper) -> AsyncGenerator[Delta, None]:
     """Deltas for one streamed Chat Completions turn, read from ``providers.http.iter_sse``."""
     decoder = ChatStreamDecoder(provider, map_error)
     try:

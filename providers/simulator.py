@@ -16,7 +16,8 @@ What it answers (the same request always gets the same reply; only ids and times
   tool's JSON schema (``_sample``); the first N tools with ``x-sim-parallel: N`` when parallel
   calls are allowed;
 * after tool results: ``"Tool said: <output>"``; otherwise ``"Echo: <last user text>"``;
-* with a ``json_schema`` output format: a JSON object built from the schema like tool arguments.
+* with a ``json_schema`` output format: a JSON object built from the schema like tool arguments;
+  with ``json_object``: ``{"text": <the plain reply>}``.
 
 Tokens: one token is one *piece*, a run of up to 8 non-space characters with the whitespace
 before it (``_PIECE``); streamed deltas are exactly these pieces, so ``max_output_tokens`` /
@@ -100,7 +101,7 @@ _SCALAR_SAMPLES: dict[str, Any] = {"number": 1, "integer": 1, "boolean": True}
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
-Dialect = Literal["responses", "chat"]
+_Dialect = Literal["responses", "chat"]
 
 
 # ---------------------------------------------------------------- reading a request
@@ -512,10 +513,10 @@ def _chat_stream(body: Mapping[str, Any], plan: _Plan) -> list[bytes]:
     return frames
 
 
-_READERS: dict[Dialect, Callable[[dict[str, Any]], _Turn]] = {"responses": _read_responses, "chat": _read_chat}
-_RENDER_JSON: dict[Dialect, Callable[[Mapping[str, Any], _Plan], bytes]] = {
+_READERS: dict[_Dialect, Callable[[dict[str, Any]], _Turn]] = {"responses": _read_responses, "chat": _read_chat}
+_RENDER_JSON: dict[_Dialect, Callable[[Mapping[str, Any], _Plan], bytes]] = {
     "responses": _responses_json, "chat": _chat_json}
-_RENDER_STREAM: dict[Dialect, Callable[[Mapping[str, Any], _Plan], list[bytes]]] = {
+_RENDER_STREAM: dict[_Dialect, Callable[[Mapping[str, Any], _Plan], list[bytes]]] = {
     "responses": _responses_stream, "chat": _chat_stream}
 
 
@@ -597,7 +598,7 @@ async def _send_stream(request: web.Request, frames: list[bytes], delay_s: float
     return resp
 
 
-async def _serve(request: web.Request, dialect: Dialect) -> web.StreamResponse:
+async def _serve(request: web.Request, dialect: _Dialect) -> web.StreamResponse:
     state = request.app[_STATE]
     raw = await request.read()
     try:

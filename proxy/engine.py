@@ -8,6 +8,7 @@ upstream with retries before the first byte and fallback after, and drive the bu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from proxy.decoding import ResponseRequest
 from proxy.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from proxy.ids import new_id
 from proxy.resource import new_resource
+from proxy.schema.content import InputText, OutputText
 from proxy.schema.deltas import Delta
 from proxy.schema.items import (
     Compaction,
@@ -81,6 +83,7 @@ class Engine:
         self.store = store
         self.providers = providers
         self.retry = retry
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- preparation ---------------------------------------------------------------------------
     async def prepare(self, principal: Principal, request: ResponseRequest) -> Turn:
@@ -96,9 +99,9 @@ class Engine:
             raise InvalidRequest(f"The model '{alias}' is not served on /v1/responses; it supports "
                                  f"{', '.join(model.endpoints) or 'no endpoint'}.", param="model",
                                  code="unsupported_endpoint")
-        if body.background is True:
-            raise InvalidRequest("Background mode is not available on this gateway yet.", param="background",
-                                 code="unsupported_parameter")
+        if body.background is True and body.store is False:
+            raise InvalidRequest("Background responses must be stored: 'background': true needs 'store': true.",
+                                 param="background", code="invalid_value")
 
         history: list[Item] = []
         history_stored: list[Item] = []
@@ -112,7 +115,7 @@ class Engine:
             history = list(history_stored)
 
         new_items = await self._resolve_references(principal, request.input, history_stored)
-        stored_new = [_with_id(item) for item in new_items]
+        stored_new = [_stored_form(item) for item in new_items]
         resource = new_resource(request, response_id=new_id("resp"), model=alias)
         return Turn(principal=principal, request=request, model=model, resource=resource,
                     conversation=[*history, *new_items], stored_input=[*history_stored, *stored_new])
@@ -238,6 +241,47 @@ class Engine:
         resource = turn.resource
         await self.store.save(turn.principal.team, resource, turn.stored_input)
 
+    # -- background ----------------------------------------------------------------------------
+    async def start_background(self, turn: Turn) -> ResponseResource:
+        """Store the response as ``queued`` and run it detached from the request, in this process.
+        Clients poll ``GET /v1/responses/{id}``; every state change is stored."""
+        resource = turn.resource
+        resource.status = "queued"
+        await self._save(turn)
+        snapshot = msgspec.structs.replace(resource, output=[])
+        task = asyncio.create_task(self._run_background(turn), name=f"background {resource.id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return snapshot
+
+    async def _run_background(self, turn: Turn) -> None:
+        resource = turn.resource
+        try:
+            resource.status = "in_progress"
+            await self._save(turn)
+            opened = await self.open(turn, stream=False)
+            async for _batch in self.events(opened):
+                pass
+        except GatewayError as exc:
+            ResponseBuilder(resource).fail(exc)
+            await self._save(turn)
+        except asyncio.CancelledError:
+            ResponseBuilder(resource).fail(UpstreamError("The gateway shut down before the response finished.",
+                                                         retryable=True))
+            await asyncio.shield(self._save(turn))
+            raise
+        except Exception as exc:  # never leave a stored response in_progress forever
+            log.exception("background response %s crashed", resource.id)
+            ResponseBuilder(resource).fail(UpstreamError(f"internal error: {type(exc).__name__}", retryable=True))
+            await self._save(turn)
+
+    async def close(self) -> None:
+        """Cancel background work; each cancelled response is stored as failed."""
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def run(self, opened: OpenStream) -> ResponseResource:
         """Non-streaming: the same events, accumulated; a failure becomes the HTTP error."""
         async for _batch in self.events(opened):
@@ -247,13 +291,17 @@ class Engine:
         return opened.builder.resource
 
 
-def _with_id(item: Item) -> Item:
+def _stored_form(item: Item) -> Item:
+    """The item as the store keeps and ``input_items`` lists it: with an id and a status, and a
+    message's string content as one text part (as OpenAI lists it)."""
     if isinstance(item, OpaqueItem):
-        if item.id is None:
-            return OpaqueItem({**item.data, "id": new_id("item")})
-        return item
-    if isinstance(getattr(item, "id", None), str):
-        return item
-    return msgspec.structs.replace(item, id=new_id(_ID_PREFIX.get(type(item), "item")))
-
-
+        return item if item.id is not None else OpaqueItem({**item.data, "id": new_id("item")})
+    changes: dict[str, object] = {}
+    if not isinstance(getattr(item, "id", None), str):
+        changes["id"] = new_id(_ID_PREFIX.get(type(item), "item"))
+    if isinstance(item, Message | FunctionCall | FunctionCallOutput) and not isinstance(item.status, str):
+        changes["status"] = "completed"
+    if isinstance(item, Message) and isinstance(item.content, str):
+        part = OutputText(text=item.content) if item.role == "assistant" else InputText(text=item.content)
+        changes["content"] = [part]
+    return msgspec.structs.replace(item, **changes) if changes else item

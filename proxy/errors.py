@@ -139,6 +139,8 @@ def error_for_upstream_status(status: int, message: str, *, code: str | None = N
 
     Client errors the upstream reports about the request keep their status so the caller sees
     what it did wrong; credentials the gateway holds are the gateway's problem, not the caller's.
+    An upstream ``param`` names a field of the native request, not of the caller's, so only a
+    model error keeps one (``model``).
     """
     if status == 429:
         return RateLimited(message, code=code or "rate_limit_exceeded", retry_after=retry_after)
@@ -146,11 +148,11 @@ def error_for_upstream_status(status: int, message: str, *, code: str | None = N
         return UpstreamError(f"the upstream refused the gateway's credentials: {message}",
                              code="upstream_auth_failed", retryable=False)
     if status == 404:
-        return InvalidRequest(message, code=code or "model_not_found", param=param or "model")
+        return InvalidRequest(message, code=code or "model_not_found", param="model")
     if status == 413:
         return PayloadTooLarge(message, code=code)
     if 400 <= status < 500:
-        return InvalidRequest(message, code=code, param=param)
+        return InvalidRequest(message, code=code, param="model" if code == "model_not_found" else None)
     if status in (503, 529):
         return UpstreamUnavailable(message, retry_after=retry_after)
     if status == 504:

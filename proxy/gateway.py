@@ -61,5 +61,6 @@ class Gateway:
                    session=session, engine=engine, _closers=closers)
 
     async def close(self) -> None:
+        await self.engine.close()
         for closer in reversed(self._closers):
             await closer()

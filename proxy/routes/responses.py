@@ -42,6 +42,8 @@ async def create_response(request: Request) -> Response[bytes] | Stream:
     turn = await engine.prepare(principal, parsed)
     # The body's stream flag alone picks SSE: real clients send Accept: application/json anyway.
     streaming = parsed.body.stream is True
+    if parsed.body.background is True and not streaming:
+        return _json(await engine.start_background(turn))
     opened = await engine.open(turn, stream=streaming)
     if not streaming:
         return _json(await engine.run(opened))

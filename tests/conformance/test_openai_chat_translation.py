@@ -278,7 +278,7 @@ CASES: list[Case] = [
          ignore=(SEED, STOP), quirks={"max_tokens_field": "max_tokens"}),
     Case("gpt5-unsupported-stop", "openai-chat/max-tokens-gpt5-400-then-retry.yaml", 0,
          {"model": "team-model", "input": "What is 4200 + 42?", "max_output_tokens": 500},
-         Failure(InvalidRequest, 400, "unsupported_parameter", "'stop' is not supported", param="stop"),
+         Failure(InvalidRequest, 400, "unsupported_parameter", "'stop' is not supported", param=None),
          ignore=(SEED, STOP)),
     Case("gpt5-max-completion-tokens", "openai-chat/max-tokens-gpt5-400-then-retry.yaml", 1,
          {"model": "team-model", "input": "What is 4200 + 42?", "max_output_tokens": 500},
@@ -378,7 +378,7 @@ CASES: list[Case] = [
     Case("developer-role-rejected", "openai-chat/error-400-developer-role-unsupported.yaml", 0,
          {"model": "team-model", "input": [{"type": "message", "role": "developer",
                                             "content": "You are a helpful assistant."}, user("Hello")]},
-         Failure(InvalidRequest, 400, "unsupported_value", "does not support 'developer'", param="messages[0].role"),
+         Failure(InvalidRequest, 400, "unsupported_value", "does not support 'developer'", param=None),
          ignore=(N_ONE, STREAM_FALSE)),
     Case("invalid-key", "openai-chat/error-401-invalid-key.yaml", 0,
          {"model": "team-model", "input": "This should fail with AuthenticationError"},
@@ -402,7 +402,8 @@ CASES: list[Case] = [
          {"model": "team-model", "input": [user("What is the largest city in Mexico?")],
           "text": {"format": {"type": "json_schema", "name": "CityLocation", "strict": True,
                               "description": "A city and its country.",
-                              "schema": {"additionalProperties": False, "type": "object", "required": ["city", "country"],
+                              "schema": {"additionalProperties": False, "type": "object",
+                                         "required": ["city", "country"],
                                          "properties": {"city": {"type": "string"}, "country": {"type": "string"}}}}}},
          Outcome([thought(Long('The user asks: "What is the largest city in Mexico',
                                'untry":"Mexico"} in compact format, no extra text.', 319)),
@@ -526,7 +527,7 @@ def _upstream(responses_body: dict[str, Any], deployment: Deployment) -> Upstrea
     items: list[Item] = ([Message(role="user", content=raw_input)] if isinstance(raw_input, str)
                          else list(raw_input) if isinstance(raw_input, list) else [])
     tool_choice = body.tool_choice if body.tool_choice not in (msgspec.UNSET, None) else None
-    return UpstreamRequest(body=body, items=items, tools=list(body.tools or []), tool_choice=tool_choice,  # type: ignore[arg-type]
+    return UpstreamRequest(body=body, items=items, tools=list(body.tools or []), tool_choice=tool_choice,
                            instructions=body.instructions if isinstance(body.instructions, str) else None,
                            deployment=deployment, stream=body.stream is True)
 
@@ -652,7 +653,7 @@ def _check_outcome(deltas: list[Delta], expect: Outcome, *, streamed: bool) -> N
         assert resource.incomplete_details is None
         assert isinstance(events[-1], ev.ResponseCompleted)
     for item in resource.output:
-        assert item.status == ("incomplete" if expect.incomplete else "completed")
+        assert getattr(item, "status", None) == ("incomplete" if expect.incomplete else "completed")
     if streamed:  # a streamed reply arrives in pieces; a whole one as one delta per item
         assert len(deltas) > len(expect.output) + 2
 
@@ -888,11 +889,14 @@ def test_stream_decoder_rejects_interleaved_tool_fragments() -> None:
     def unused_mapper(status: int, headers: Any, body: bytes) -> GatewayError:
         raise AssertionError("no error frame here")
 
+    def frame(fragment: dict[str, Any]) -> bytes:
+        return json.dumps(_chunk({"tool_calls": [fragment]})).encode()
+
     decoder = ChatStreamDecoder("test-host", unused_mapper)
-    decoder.feed(None, json.dumps(_chunk({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "a"}}]})).encode())
-    decoder.feed(None, json.dumps(_chunk({"tool_calls": [{"index": 1, "id": "b", "function": {"name": "b"}}]})).encode())
+    decoder.feed(None, frame({"index": 0, "id": "a", "function": {"name": "a"}}))
+    decoder.feed(None, frame({"index": 1, "id": "b", "function": {"name": "b"}}))
     with pytest.raises(UpstreamError, match="interleaved"):
-        decoder.feed(None, json.dumps(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]})).encode())
+        decoder.feed(None, frame({"index": 0, "function": {"arguments": "{}"}}))
 
 
 # -- the replay helper itself ------------------------------------------------------------------

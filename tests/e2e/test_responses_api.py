@@ -169,3 +169,19 @@ def test_models_endpoints(api: Api) -> None:
 def test_health(api: Api) -> None:
     assert api.http.get("/healthz").status_code == 200
     assert api.http.get("/readyz").json() == {"status": "ready"}
+
+
+def test_background_response_is_polled_to_completion(api: Api) -> None:
+    import time
+
+    queued = api.create({"model": "sim", "input": "later please", "background": True})
+    assert queued["status"] == "queued" and queued["background"] is True
+    deadline = time.monotonic() + 10
+    while True:
+        polled = api.get(f"/v1/responses/{queued['id']}")
+        if polled["status"] == "completed" or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert polled["status"] == "completed"
+    assert _text(polled) == "Echo: later please"
+    api.create({"model": "sim", "input": "x", "background": True, "store": False}, expect=400)
