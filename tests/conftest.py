@@ -14,9 +14,9 @@ from tests.gateway_server import (
     TEAM_B_KEY,
     RunningGateway,
     delete_redis_prefix,
+    gateway_settings,
     serve,
     store_urls,
-    gateway_settings,
 )
 from tests.spec_validation import parse_sse, validate_error_body, validate_resource, validate_stream
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import Api
-from tests.gateway_server import TEAM_A_KEY, RunningGateway, serve, gateway_settings
+from tests.gateway_server import TEAM_A_KEY, RunningGateway, gateway_settings, serve
 from tests.spec_validation import validate_error_body
 
 MAX_BODY = 12 * 1024 * 1024

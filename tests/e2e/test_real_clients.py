@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from proxy.schema.items import Message, Reasoning
 from proxy.schema.content import OutputText, SummaryText
+from proxy.schema.items import Message, Reasoning
 from proxy.schema.response import ResponseResource
 from proxy.store import open_store
 from tests.conftest import Api
