@@ -142,6 +142,7 @@ def load_settings(path: str | Path) -> Settings:
         where = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
     try:
+        _check_named_sections(data)
         return msgspec.convert(data, Settings)
     except msgspec.ValidationError as exc:
         message = str(exc)
@@ -149,6 +150,29 @@ def load_settings(path: str | Path) -> Settings:
         if not reason:
             reason, where = message, "$`"
         raise ConfigError(f"{path}:{where.rstrip('`')}: {reason}") from None
+
+
+_NAMED_SECTIONS: dict[str, type] = {"providers": ProviderConfig, "models": ModelConfig, "teams": TeamConfig}
+
+
+def _check_named_sections(data: object) -> None:
+    """msgspec reports a dict entry as ``[...]``; decode entries one by one so the error names
+    the provider, model or team."""
+    if not isinstance(data, dict):
+        return
+    for section, entry_type in _NAMED_SECTIONS.items():
+        entries = data.get(section)
+        if not isinstance(entries, dict):
+            continue
+        for name, value in entries.items():
+            try:
+                msgspec.convert(value, entry_type)
+            except msgspec.ValidationError as exc:
+                reason, _, where = str(exc).rpartition(" - at `")
+                if not reason:
+                    reason, where = str(exc), "$`"
+                inner = where.rstrip("`").removeprefix("$")
+                raise msgspec.ValidationError(f"{reason} - at `$.{section}.{name}{inner}`") from None
 
 
 def default_config_path() -> Path:

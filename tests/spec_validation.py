@@ -119,10 +119,17 @@ def validate_stream(events: list[dict[str, Any]], *, opaque_types: frozenset[str
     _check_items(events)
 
 
+def _part_key(event: dict[str, Any]) -> tuple[int, str, int]:
+    if "summary_index" in event:
+        return event["output_index"], "summary", event["summary_index"]
+    return event["output_index"], "content", event["content_index"]
+
+
 def _check_items(events: list[dict[str, Any]]) -> None:
     open_items: dict[int, str] = {}
     done_items: dict[int, dict[str, Any]] = {}
-    open_parts: set[tuple[int, int]] = set()
+    open_parts: set[tuple[int, str, int]] = set()
+    core = set(_event_components())
     for event in events:
         kind = event["type"]
         index = event.get("output_index")
@@ -137,12 +144,13 @@ def _check_items(events: list[dict[str, Any]]) -> None:
             done_items[index] = event["item"]
         elif kind in ("response.content_part.added", "response.reasoning_summary_part.added"):
             assert index in open_items, f"part added to closed item {index}"
-            open_parts.add((index, event.get("content_index", event.get("summary_index"))))
+            open_parts.add(_part_key(event))
         elif kind in ("response.content_part.done", "response.reasoning_summary_part.done"):
-            open_parts.remove((index, event.get("content_index", event.get("summary_index"))))
-        elif kind.endswith(".delta") and kind != "response.function_call_arguments.delta" and index is not None:
-            part = (index, event.get("content_index", event.get("summary_index")))
-            assert part in open_parts, f"{kind} for a part that is not open: {part}"
+            open_parts.remove(_part_key(event))
+        elif kind in core and kind.endswith(".delta") and kind != "response.function_call_arguments.delta":
+            assert _part_key(event) in open_parts, f"{kind} for a part that is not open: {_part_key(event)}"
+        elif kind == "response.function_call_arguments.delta":
+            assert index in open_items, f"arguments for an item that is not open: {index}"
         elif kind in ("response.completed", "response.incomplete"):
             assert not open_items, f"items never done: {open_items}"
             final = event["response"]["output"]

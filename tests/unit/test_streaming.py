@@ -1,0 +1,136 @@
+"""ResponseBuilder: deltas in, spec-valid events and the final resource out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.schema import deltas as d
+from proxy.schema.codec import encode
+from proxy.schema.content import UrlCitation
+from proxy.schema.response import InputTokensDetails, OutputTokensDetails, ResponseResource, Usage
+from proxy.streaming import ResponseBuilder, sse_frame
+from tests.spec_validation import parse_sse, validate_resource, validate_stream
+
+
+def _run(deltas: list[d.Delta], *, turns: list[list[d.Delta]] | None = None,
+         fail: Exception | None = None) -> tuple[list[dict[str, Any]], ResponseBuilder]:
+    builder = ResponseBuilder(ResponseResource(id="resp_1", created_at=1, model="m"))
+    events = list(builder.start())
+    for turn_number, turn in enumerate([deltas, *(turns or [])]):
+        if turn_number:
+            events += builder.next_turn()
+        for delta in turn:
+            events += builder.feed(delta)
+    events += builder.fail(fail) if isinstance(fail, UpstreamError) else builder.complete()
+    return [json.loads(encode(event)) for event in events], builder
+
+
+def _usage(inp: int, out: int, cached: int = 0, reasoning: int = 0) -> d.UsageDelta:
+    return d.UsageDelta(usage=Usage(input_tokens=inp, output_tokens=out, total_tokens=inp + out,
+                                    input_tokens_details=InputTokensDetails(cached_tokens=cached),
+                                    output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning)))
+
+
+def test_reasoning_text_refusal_and_tool_call_in_order() -> None:
+    events, builder = _run([
+        d.ReasoningDelta(key="r", text="think ", summary_index=0),
+        d.ReasoningDelta(key="r", text="hard", summary_index=0),
+        d.ReasoningDelta(key="r", text="second", summary_index=1),
+        d.ReasoningDelta(key="r", text="raw thought"),
+        d.ReasoningState(key="r", encrypted_content="sealed"),
+        d.TextDelta(key="m", text="Hello "),
+        d.TextDelta(key="m", text="world"),
+        d.RefusalDelta(key="m", text="but no"),
+        d.ToolCallStart(key=0, call_id="call_1", name="f"),
+        d.ToolCallArguments(key=0, text='{"a":'),
+        d.ToolCallArguments(key=0, text="1}"),
+        _usage(10, 5, cached=2, reasoning=3),
+        d.Finish(reason="tool_calls"),
+    ])
+    validate_stream(events)
+    final = events[-1]["response"]
+    validate_resource(final)
+    reasoning, message, call = final["output"]
+    assert [s["text"] for s in reasoning["summary"]] == ["think hard", "second"]
+    assert reasoning["content"] == [{"type": "reasoning_text", "text": "raw thought"}]
+    assert reasoning["encrypted_content"] == "sealed"
+    assert message["content"] == [{"type": "output_text", "text": "Hello world", "annotations": []},
+                                  {"type": "refusal", "refusal": "but no"}]
+    assert call["arguments"] == '{"a":1}' and call["status"] == "completed"
+    assert final["usage"]["input_tokens_details"]["cached_tokens"] == 2
+    assert builder.resource.status == "completed"
+
+
+def test_annotations_are_attached_and_announced() -> None:
+    citation = UrlCitation(url="https://example.org", start_index=0, end_index=4, title="Ex")
+    events, _ = _run([d.TextDelta(key=0, text="cite"), d.AnnotationDelta(key=0, annotation=citation)])
+    validate_stream(events)
+    added = [e for e in events if e["type"] == "response.output_text.annotation.added"]
+    assert added[0]["annotation"]["url"] == "https://example.org"
+    assert events[-1]["response"]["output"][0]["content"][0]["annotations"][0]["title"] == "Ex"
+
+
+def test_truncated_turn_is_incomplete_and_its_last_item_too() -> None:
+    events, _ = _run([d.TextDelta(key=0, text="cut sh"), d.Finish(reason="max_output_tokens")])
+    validate_stream(events)
+    assert events[-1]["type"] == "response.incomplete"
+    final = events[-1]["response"]
+    assert final["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert final["output"][-1]["status"] == "incomplete"
+
+
+def test_turns_sum_usage_and_keep_numbering() -> None:
+    events, builder = _run([d.ToolCallStart(key=0, call_id="c", name="f"), _usage(10, 2)],
+                           turns=[[d.TextDelta(key=0, text="done"), _usage(15, 3)]])
+    validate_stream(events)
+    assert [item["type"] for item in events[-1]["response"]["output"]] == ["function_call", "message"]
+    assert events[-1]["response"]["usage"]["input_tokens"] == 25
+    assert events[-1]["response"]["usage"]["total_tokens"] == 30
+    assert builder.sequence_number == len(events)
+
+
+def test_failure_ends_with_error_then_failed() -> None:
+    events, builder = _run([d.TextDelta(key=0, text="partial")], fail=UpstreamTimeout("upstream stalled"))
+    validate_stream(events)
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-2]["error"] == {"type": "timeout", "code": "upstream_timeout", "message": "upstream stalled",
+                                   "param": None}
+    assert events[-1]["response"]["error"]["code"] == "upstream_timeout"
+    assert builder.resource.status == "failed"
+
+
+def test_passthrough_items_and_events_are_renumbered() -> None:
+    item = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_9", "name": "apply_patch", "input": ""}
+    events, _ = _run([
+        d.TextDelta(key=0, text="patching"),
+        d.PassthroughItem(key=7, item={**item, "status": "in_progress"}, done=False),
+        d.PassthroughEvent(key=7, event={"type": "response.custom_tool_call_input.delta", "output_index": 7,
+                                         "item_id": "ctc_1", "delta": "*** Begin"}),
+        d.PassthroughItem(key=7, item={**item, "input": "*** Begin", "status": "completed"}),
+    ])
+    validate_stream(events, opaque_types=frozenset({"custom_tool_call"}))
+    relayed = next(e for e in events if e["type"] == "response.custom_tool_call_input.delta")
+    assert relayed["output_index"] == 1
+    assert events[-1]["response"]["output"][1]["input"] == "*** Begin"
+
+
+def test_inconsistent_upstream_is_an_error() -> None:
+    builder = ResponseBuilder(ResponseResource(id="resp_1", created_at=1, model="m"))
+    builder.start()
+    builder.feed(d.ToolCallStart(key=0, call_id="c", name="f"))
+    builder.feed(d.TextDelta(key=1, text="next item closes the call"))
+    with pytest.raises(UpstreamError):
+        builder.feed(d.ToolCallArguments(key=0, text="{}"))
+    with pytest.raises(UpstreamError):
+        builder.feed(d.AnnotationDelta(key=5, annotation=UrlCitation(url="u", start_index=0, end_index=0, title="")))
+
+
+def test_sse_frame_event_line_matches_type() -> None:
+    _, builder = _run([d.TextDelta(key=0, text="x")])
+    frame = sse_frame(builder.start()[0], b'{"type":"response.created"}')
+    events, saw_done = parse_sse(frame.decode())
+    assert events == [{"type": "response.created"}] and not saw_done
