@@ -18,6 +18,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from policies.catalogue import Catalogue, CatalogueModel
 from providers.base import Provider
+from proxy.adaptation import Adapted, adapt
 from proxy.auth import Principal
 from proxy.decoding import ResponseRequest
 from proxy.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
@@ -37,6 +38,7 @@ from proxy.schema.items import (
 )
 from proxy.schema.response import ResponseResource
 from proxy.schema.upstream import Deployment, UpstreamRequest
+from proxy.sealing import Sealer
 from proxy.settings import RetryConfig
 from proxy.store import ResponseStore
 from proxy.streaming import Event, ResponseBuilder
@@ -78,7 +80,8 @@ class OpenStream:
 
 class Engine:
     def __init__(self, *, catalogue: Catalogue, store: ResponseStore, providers: Mapping[str, Provider],
-                 retry: RetryConfig) -> None:
+                 retry: RetryConfig, sealer: Sealer) -> None:
+        self.sealer = sealer
         self.catalogue = catalogue
         self.store = store
         self.providers = providers
@@ -145,17 +148,20 @@ class Engine:
         return resolved
 
     # -- upstream ------------------------------------------------------------------------------
-    def _upstream_request(self, turn: Turn, deployment: Deployment, stream: bool) -> UpstreamRequest:
+    def _upstream_request(self, turn: Turn, deployment: Deployment, stream: bool) -> tuple[UpstreamRequest, Adapted]:
         body = turn.request.body
-        return UpstreamRequest(
+        adapted = adapt(turn.conversation, turn.request.tools, turn.request.tool_choice,
+                        dialect=deployment.dialect, team=turn.principal.team, sealer=self.sealer)
+        request = UpstreamRequest(
             body=body,
-            items=turn.conversation,
-            tools=turn.request.tools,
-            tool_choice=turn.request.tool_choice,
+            items=adapted.items,
+            tools=adapted.tools,
+            tool_choice=adapted.tool_choice,
             instructions=body.instructions if isinstance(body.instructions, str) else None,
             deployment=deployment,
             stream=stream,
         )
+        return request, adapted
 
     async def open(self, turn: Turn, *, stream: bool) -> OpenStream:
         """Reach the first delta: retry each deployment, then fall back to the next. Errors that
@@ -163,9 +169,9 @@ class Engine:
         last_error: GatewayError | None = None
         for deployment in turn.model.deployments:
             provider = self.providers[deployment.dialect]
-            request = self._upstream_request(turn, deployment, stream)
+            request, adapted = self._upstream_request(turn, deployment, stream)
             try:
-                upstream, first = await self._first_delta(provider, request)
+                upstream, first = await self._first_delta(provider, request, adapted)
             except GatewayError as exc:
                 if not exc.retryable:
                     raise
@@ -178,7 +184,7 @@ class Engine:
         raise last_error
 
     async def _first_delta(
-        self, provider: Provider, request: UpstreamRequest
+        self, provider: Provider, request: UpstreamRequest, adapted: Adapted
     ) -> tuple[AsyncGenerator[Delta, None], Delta]:
         config = self.retry
 
@@ -198,7 +204,7 @@ class Engine:
                                  retry=retry_if_exception(should_retry), reraise=True)
         async for attempt in retrying:
             with attempt:
-                upstream = provider.run(request)
+                upstream = adapted.replies(provider.run(request))
                 try:
                     first = await anext(upstream)
                 except StopAsyncIteration:

@@ -15,6 +15,7 @@ from providers.openai_chat import OpenAIChatProvider
 from providers.openai_responses import OpenAIResponsesProvider
 from proxy.auth import KeyRing
 from proxy.engine import Engine
+from proxy.sealing import Sealer
 from proxy.settings import Settings
 from proxy.store import ResponseStore, open_store
 
@@ -56,7 +57,8 @@ class Gateway:
             "openai_responses": OpenAIResponsesProvider(session),
             "openai_chat": OpenAIChatProvider(session),
         }
-        engine = Engine(catalogue=catalogue, store=store, providers=providers, retry=settings.retry)
+        engine = Engine(catalogue=catalogue, store=store, providers=providers, retry=settings.retry,
+                        sealer=Sealer.from_env(settings.seal_key_env))
         return cls(settings=settings, keyring=KeyRing(settings), catalogue=catalogue, store=store,
                    session=session, engine=engine, _closers=closers)
 

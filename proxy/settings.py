@@ -100,6 +100,9 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     """``sqlite:///path`` (embedded default) or ``redis://host:port/db``."""
     store_prefix: str = "interlock:"
     """Prefix of every Redis key, so several deployments can share one Redis."""
+    seal_key_env: str = "INTERLOCK_SEAL_KEY"
+    """Environment variable with the base64 of 32 random bytes that seals reasoning state handed
+    to clients (``encrypted_content``). Every replica needs the same key."""
     max_body_bytes: int = 64 * 1024 * 1024
     """Larger request bodies are refused with 413 before they are decoded."""
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)

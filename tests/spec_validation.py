@@ -66,10 +66,15 @@ def validate_resource(body: dict[str, Any], *, opaque_types: frozenset[str] = fr
 
 
 def _without_opaque(body: dict[str, Any], opaque_types: frozenset[str]) -> dict[str, Any]:
+    """The resource minus what docs/deviations.md allows: output items of the expected opaque
+    types, and a tool choice naming a non-function tool (echoed as the client sent it)."""
     if not opaque_types:
         return body
     output = [item for item in body.get("output", []) if item.get("type") not in opaque_types]
-    return {**body, "output": output}
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
+        choice = "auto"
+    return {**body, "output": output, "tool_choice": choice}
 
 
 def validate_event(event: dict[str, Any], *, opaque_types: frozenset[str] = frozenset()) -> None:

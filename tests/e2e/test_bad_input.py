@@ -135,13 +135,13 @@ def test_model_without_responses_endpoint(api: Api) -> None:
 
 def test_unknown_item_type_is_refused_by_chat_dialect(api: Api) -> None:
     error = _error(api, {"model": "sim-chat", "input": [{"role": "user", "content": "hi"},
-                                                        {"type": "custom_tool_call", "call_id": "c", "input": "x"}]})
-    assert error["param"] == "input[1]" and "custom_tool_call" in error["message"]
+                                                        {"type": "computer_call", "call_id": "c", "action": {}}]})
+    assert error["param"] == "input[1]" and "computer_call" in error["message"]
 
 
 def test_unknown_tool_type_is_refused_by_chat_dialect(api: Api) -> None:
-    error = _error(api, {"model": "sim-chat", "input": "hi", "tools": [FN, {"type": "web_search"}]})
-    assert error["param"] == "tools[1]" and "web_search" in error["message"]
+    error = _error(api, {"model": "sim-chat", "input": "hi", "tools": [FN, {"type": "code_interpreter"}]})
+    assert error["param"] == "tools[1]" and "code_interpreter" in error["message"]
 
 
 def test_unknown_previous_response(api: Api) -> None:

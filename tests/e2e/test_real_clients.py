@@ -38,6 +38,11 @@ def _records() -> list[tuple[str, dict[str, Any]]]:
 
 
 RECORDS = _records()
+# Codex's flow (custom tools, store:false, encrypted reasoning) must also work on a dialect
+# without OpenAI's extended types: replay its requests through the Chat Completions dialect too.
+CASES = [(name, record, "sim") for name, record in RECORDS] + [
+    (name, record, "sim-chat") for name, record in RECORDS
+    if name.startswith("codex") and record["method"] == "POST" and record["path"] == "/v1/responses"]
 
 
 def _seed_referenced_items(running: RunningGateway, team: str, body: dict[str, Any]) -> None:
@@ -73,16 +78,16 @@ def created_id(api: Api) -> Iterator[str]:
     yield api.create({"model": "sim", "input": "an earlier turn"})["id"]
 
 
-@pytest.mark.parametrize(("name", "record"), RECORDS, ids=[name for name, _ in RECORDS])
+@pytest.mark.parametrize(("name", "record", "model"), CASES, ids=[f"{name}-{model}" for name, _, model in CASES])
 def test_captured_request_gets_valid_reply(running: RunningGateway, api: Api, created_id: str, name: str,
-                                           record: dict[str, Any]) -> None:
+                                           record: dict[str, Any], model: str) -> None:
     method, path = record["method"], record["path"]
     body = record.get("body")
     if path.startswith("/v1/responses/resp_"):
         path = path.replace(path.split("/")[3], created_id)
     if method == "POST" and path == "/v1/responses":
         assert isinstance(body, dict)
-        body = {**body, "model": "sim"}
+        body = {**body, "model": model}
         if body.get("previous_response_id"):
             body["previous_response_id"] = created_id
         _seed_referenced_items(running, "team-a", body)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api
+from tests.spec_validation import parse_sse, validate_stream
 
 WEATHER_TOOL = {
     "type": "function",
@@ -185,3 +186,35 @@ def test_background_response_is_polled_to_completion(api: Api) -> None:
     assert polled["status"] == "completed"
     assert _text(polled) == "Echo: later please"
     api.create({"model": "sim", "input": "x", "background": True, "store": False}, expect=400)
+
+
+PATCH_TOOL = {"type": "custom", "name": "apply_patch", "description": "Apply a patch",
+              "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
+
+
+def test_custom_tool_round_trip_on_a_dialect_without_custom_tools(api: Api, upstream_log: Any) -> None:
+    body = {"model": "sim-chat", "input": "fix the bug", "tools": [PATCH_TOOL, {"type": "web_search"}],
+            "tool_choice": {"type": "custom", "name": "apply_patch"}, "store": False}
+    reply = api.http.post("/v1/responses", json=body)
+    assert reply.status_code == 200, reply.text
+    output = reply.json()["output"]
+    assert [item["type"] for item in output] == ["custom_tool_call"]
+    call = output[0]
+    assert call["name"] == "apply_patch" and call["input"] == "bug" and call["id"].startswith("ctc_")
+    sent = upstream_log()[-1]["body"]
+    assert [t["function"]["name"] for t in sent["tools"]] == ["apply_patch"]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+
+    events = []
+    stream = api.http.post("/v1/responses", json={**body, "stream": True})
+    events, _ = parse_sse(stream.text)
+    validate_stream(events, opaque_types=frozenset({"custom_tool_call"}))
+    assert events[-1]["response"]["output"][0]["type"] == "custom_tool_call"
+
+    follow = api.create({"model": "sim-chat", "tools": [PATCH_TOOL], "store": False, "input": [
+        {"role": "user", "content": "fix the bug"}, call,
+        {"type": "custom_tool_call_output", "call_id": call["call_id"], "output": "Patch applied"}]})
+    assert _text(follow) == "Tool said: Patch applied"
+    history = upstream_log()[-1]["body"]["messages"]
+    assert history[1]["tool_calls"][0]["function"] == {"name": "apply_patch", "arguments": '{"input":"bug"}'}
+    assert history[2] == {"role": "tool", "tool_call_id": call["call_id"], "content": "Patch applied"}
