@@ -44,11 +44,12 @@ class Catalogue:
                 missing.append(provider.api_key_env)
                 continue
             base_url = provider.base_url
-            if base_url == EMBEDDED_SIMULATOR:
+            if base_url.startswith(EMBEDDED_SIMULATOR):
                 if simulator_url is None:
                     missing.append("the embedded simulator (simulator.embedded is false)")
                     continue
-                base_url = simulator_url + "/v1"
+                # "embedded" alone is the simulator's /v1; "embedded/v1beta" names another base path.
+                base_url = simulator_url + (base_url[len(EMBEDDED_SIMULATOR):] or "/v1")
             deployments.append(Deployment(
                 name=f"{alias}#{index}:{entry.provider}/{entry.model}",
                 provider=entry.provider,

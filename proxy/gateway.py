@@ -9,10 +9,8 @@ from typing import Any
 import aiohttp
 
 from policies.catalogue import EMBEDDED_SIMULATOR, Catalogue
-from providers.base import Provider
 from providers.http import new_session
-from providers.openai_chat import OpenAIChatProvider
-from providers.openai_responses import OpenAIResponsesProvider
+from providers.registry import load_providers
 from proxy.auth import KeyRing
 from proxy.engine import Engine
 from proxy.sealing import Sealer
@@ -36,7 +34,7 @@ class Gateway:
     async def start(cls, settings: Settings) -> Gateway:
         closers: list[Any] = []
         simulator_url = None
-        wants_simulator = any(p.base_url == EMBEDDED_SIMULATOR for p in settings.providers.values())
+        wants_simulator = any(p.base_url.startswith(EMBEDDED_SIMULATOR) for p in settings.providers.values())
         if wants_simulator and settings.simulator.embedded:
             from providers.simulator import SimulatorOptions, start_simulator
 
@@ -53,10 +51,8 @@ class Gateway:
         catalogue = Catalogue(settings, simulator_url=simulator_url)
         for alias, reason in catalogue.unavailable().items():
             log.warning("model %s is not served: %s", alias, reason)
-        providers: dict[str, Provider] = {
-            "openai_responses": OpenAIResponsesProvider(session),
-            "openai_chat": OpenAIChatProvider(session),
-        }
+        dialects = {provider.dialect for provider in settings.providers.values()} | {"openai_responses"}
+        providers = load_providers(dialects, session)
         engine = Engine(catalogue=catalogue, store=store, providers=providers, retry=settings.retry,
                         sealer=Sealer.from_env(settings.seal_key_env))
         return cls(settings=settings, keyring=KeyRing(settings), catalogue=catalogue, store=store,

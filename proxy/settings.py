@@ -43,7 +43,7 @@ class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """Wire dialect: openai_responses or openai_chat (every OpenAI-compatible host)."""
     base_url: str
     """Upstream base URL including the version path, e.g. https://api.openai.com/v1; ``embedded``
-    for the built-in simulator."""
+    for the built-in simulator (``embedded/v1beta`` for another base path on it)."""
     api_key_env: str | None = None
     """Environment variable holding the upstream key. Unset variable: the provider is disabled."""
     auth: AuthStyle = "bearer"

@@ -10,7 +10,7 @@ from msgspec import Struct
 from proxy.schema.items import Item
 from proxy.schema.request import CreateResponseBody, Tool, ToolChoice
 
-Dialect = Literal["openai_responses", "openai_chat"]
+Dialect = Literal["openai_responses", "openai_chat", "anthropic", "gemini", "bedrock", "cohere", "ollama"]
 AuthStyle = Literal["bearer", "api-key", "x-api-key", "none"]
 
 
