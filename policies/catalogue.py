@@ -43,6 +43,18 @@ class Catalogue:
             if provider.api_key_env and not key:
                 missing.append(provider.api_key_env)
                 continue
+            credentials: dict[str, str] = {}
+            lacking = []
+            for name, variable in provider.credentials_env.items():
+                optional = variable.endswith("?")
+                value = environ(variable.rstrip("?"))
+                if value:
+                    credentials[name] = value
+                elif not optional:
+                    lacking.append(variable)
+            if lacking:
+                missing.extend(lacking)
+                continue
             base_url = provider.base_url
             if base_url.startswith(EMBEDDED_SIMULATOR):
                 if simulator_url is None:
@@ -58,6 +70,9 @@ class Catalogue:
                 model=entry.model,
                 api_key=key,
                 auth=provider.auth if key else "none",
+                credentials=credentials,
+                region=provider.region,
+                options=dict(provider.options),
                 headers=dict(provider.headers),
                 query=dict(provider.query),
                 quirks=entry.quirks or provider.quirks,

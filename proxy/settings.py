@@ -47,6 +47,15 @@ class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     api_key_env: str | None = None
     """Environment variable holding the upstream key. Unset variable: the provider is disabled."""
     auth: AuthStyle = "bearer"
+    credentials_env: dict[str, str] = msgspec.field(default_factory=dict)
+    """Further secrets by environment variable, for dialects that need more than one key (Bedrock:
+    ``access_key_id``, ``secret_access_key``, ``session_token``; Vertex: ``service_account``). A
+    variable name ending in ``?`` is optional; a missing required one disables the provider."""
+    region: str | None = None
+    """Cloud region (Bedrock, Vertex)."""
+    options: dict[str, str] = msgspec.field(default_factory=dict)
+    """Dialect settings that are not secret (Vertex ``project``, ``location``, ``token_url``;
+    Anthropic ``version``...); each adapter documents the ones it reads."""
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     """Extra headers sent upstream (no secrets here; use api_key_env)."""
     query: dict[str, str] = msgspec.field(default_factory=dict)

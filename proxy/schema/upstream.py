@@ -49,6 +49,10 @@ class Deployment(Struct, kw_only=True):
     model: str
     api_key: str | None = msgspec.field(default=None)
     auth: AuthStyle = "bearer"
+    credentials: dict[str, str] = msgspec.field(default_factory=dict)
+    """Secrets beyond ``api_key`` (see ``ProviderConfig.credentials_env``); never logged."""
+    region: str | None = None
+    options: dict[str, str] = msgspec.field(default_factory=dict)
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     query: dict[str, str] = msgspec.field(default_factory=dict)
     quirks: Quirks = msgspec.field(default_factory=Quirks)
