@@ -2,16 +2,20 @@
 
 A fault is named by a short spec, from ``SimulatorOptions.fault`` or the ``x-sim-fault`` header:
 
-``status:<code>``      reply ``<code>`` with an OpenAI-style error body; a 429 carries ``retry-after: 1``
+``status:<code>``      reply ``<code>`` with an error body in the dialect's native shape
+                       (``SimDialect.error_body``); a 429 carries ``retry-after: 1``
 ``status:429:noretry`` a 429 without ``retry-after``
 ``reset``              drop the connection (TCP reset) before any reply
 ``reset-after-first-byte``  send the headers and the first event (or first body byte), then reset
 ``stall``              never reply; ends only when the client gives up or the simulator closes
 ``stall-mid-stream``   send the first few events (or half the body), then hang the same way
-``malformed``          a 200 whose JSON body is cut short, or a stream whose second event is broken
+``malformed``          a 200 whose JSON body is cut short, or a stream whose second frame is broken
+                       (``break_frame``: by the dialect's stream content type)
 ``trickle``            the normal reply, one byte per write with a pause between bytes
 
-Kept apart from the dialect code so the no-fault path in ``simulator`` stays short.
+"Event" means one frame of the dialect's stream (``SimDialect.render_stream``): an SSE block,
+an NDJSON line or an AWS eventstream message. Kept apart from the dialect code so the no-fault
+path in ``simulator`` stays short.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Literal, get_args
 import msgspec
 from aiohttp import web
 
+from providers.sim_dialects.base import ErrorShape, SimDialect
+
 FaultKind = Literal[
     "status", "reset", "reset-after-first-byte", "stall", "stall-mid-stream", "malformed", "trickle"
 ]
@@ -32,27 +38,16 @@ _KINDS: dict[str, FaultKind] = {kind: kind for kind in get_args(FaultKind)}
 
 _KNOWN = ", ".join(["status:<code>[:noretry]", *sorted(k for k in _KINDS if k != "status")])
 
+_FIRST_BYTE_PAUSE_S = 0.05
+"""How long ``reset-after-first-byte`` waits between its first bytes and the reset."""
+
 _STALL_MID_STREAM_EVENTS = 3
 """Events sent before ``stall-mid-stream`` hangs: enough for a client to have seen a first byte."""
 
 _BROKEN_SSE = b'data: {"type": "broken", "sequence_number": \n\n'
 """A ``data:`` line whose JSON never closes, as a proxy that cut a stream mid-event would leave."""
-
-# (type, code, message) per status, worded like OpenAI's own errors so error mappers see real shapes.
-_ERRORS: dict[int, tuple[str, str | None, str]] = {
-    400: ("invalid_request_error", None, "Simulated bad request."),
-    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
-    403: ("invalid_request_error", "unsupported_country_region_territory", "Simulated forbidden."),
-    404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not have access to it."),
-    408: ("timeout", None, "Request timed out."),
-    429: ("requests", "rate_limit_exceeded", "Rate limit reached (simulated). Please try again in 1s."),
-    500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
-    502: ("server_error", None, "Bad gateway."),
-    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
-    504: ("timeout", None, "Gateway timeout."),
-}
-
-_encode = msgspec.json.Encoder().encode
+_BROKEN_NDJSON = b'{"broken": \n'
+"""An NDJSON line whose JSON never closes."""
 
 
 class Fault(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,15 +74,33 @@ def parse_fault(spec: str) -> Fault:
 
 
 def error_response(
-    status: int, message: str | None = None, *, retry_after: bool = True, param: str | None = None
+    shape: ErrorShape, status: int, message: str | None = None, *, retry_after: bool = True, param: str | None = None
 ) -> web.Response:
-    """An OpenAI-shaped error reply: ``{"error": {"message", "type", "param", "code"}}``."""
-    kind, code, default_message = _ERRORS.get(
-        status, ("server_error" if status >= 500 else "invalid_request_error", None, f"Simulated error {status}.")
-    )
-    body = {"error": {"message": message or default_message, "type": kind, "param": param, "code": code}}
+    """An error reply in ``shape``'s native form (a dialect, or the OpenAI default ``ErrorShape()``);
+    ``message`` ``None`` uses the shape's stock wording. A 429 carries ``retry-after: 1`` unless
+    ``retry_after`` is false."""
     headers = {"retry-after": "1"} if status == 429 and retry_after else None
-    return web.Response(status=status, body=_encode(body), content_type="application/json", headers=headers)
+    return web.Response(status=status, body=shape.error_body(status, message, param=param),
+                        headers=headers, content_type=shape.error_content_type)
+
+
+def break_frame(frame: bytes, content_type: str) -> bytes:
+    """``frame`` damaged the way a broken upstream or proxy would leave it, by stream framing:
+
+    * ``text/event-stream``: a ``data:`` line whose JSON never closes (the frame is replaced);
+    * ``application/x-ndjson``: a JSON line that never closes (the frame is replaced);
+    * ``application/vnd.amazon.eventstream``: the same message with its trailing message CRC32
+      inverted, so lengths and prelude still parse but the checksum check fails;
+    * anything else: the first half of the frame.
+    """
+    if content_type == "text/event-stream":
+        return _BROKEN_SSE
+    if content_type == "application/x-ndjson":
+        return _BROKEN_NDJSON
+    if content_type == "application/vnd.amazon.eventstream" and len(frame) >= 16:
+        (crc,) = struct.unpack(">I", frame[-4:])
+        return frame[:-4] + struct.pack(">I", crc ^ 0xFFFFFFFF)
+    return frame[: len(frame) // 2]
 
 
 def hard_close(request: web.BaseRequest) -> None:
@@ -111,10 +124,12 @@ async def hang(request: web.BaseRequest, closing: asyncio.Event) -> web.StreamRe
     return web.Response()  # never reaches the wire: aiohttp drops writes to a closed transport
 
 
-async def before_reply(request: web.BaseRequest, fault: Fault, closing: asyncio.Event) -> web.StreamResponse | None:
+async def before_reply(
+    request: web.BaseRequest, dialect: SimDialect, fault: Fault, closing: asyncio.Event
+) -> web.StreamResponse | None:
     """Faults that replace the reply outright; ``None`` when the fault acts on the reply's bytes."""
     if fault.kind == "status":
-        return error_response(fault.status, retry_after=fault.retry_after)
+        return error_response(dialect, fault.status, retry_after=fault.retry_after)
     if fault.kind == "reset":
         hard_close(request)
         return web.Response()
@@ -125,30 +140,37 @@ async def before_reply(request: web.BaseRequest, fault: Fault, closing: asyncio.
 
 async def send_broken(
     request: web.BaseRequest,
+    dialect: SimDialect,
     frames: list[bytes],
     fault: Fault,
     *,
-    sse: bool,
+    stream: bool,
     trickle_delay_s: float,
     closing: asyncio.Event,
 ) -> web.StreamResponse:
-    """Send a reply damaged by ``fault``. ``frames`` are the SSE events of a stream, or the one
-    JSON body of a plain reply."""
+    """Send a reply damaged by ``fault``. ``frames`` are the frames of a stream in ``dialect``'s
+    ``stream_content_type``, or the one JSON body of a plain reply."""
     if fault.kind == "malformed":
-        frames = [*frames[:1], _BROKEN_SSE] if sse else [frames[0][: len(frames[0]) // 2]]
+        if stream:
+            frames = [*frames[:1], break_frame((frames[1:2] or frames)[0], dialect.stream_content_type)]
+        else:
+            frames = [frames[0][: len(frames[0]) // 2]]
     resp = web.StreamResponse()
-    resp.content_type = "text/event-stream" if sse else "application/json"
-    if not sse:
+    resp.content_type = dialect.stream_content_type if stream else "application/json"
+    if not stream:
         # A plain reply announces its full length, so a cut body is a short read, not a clean end.
         resp.content_length = len(frames[0])
     try:
         await resp.prepare(request)
         if fault.kind == "reset-after-first-byte":
-            await resp.write(frames[0] if sse else frames[0][:1])
+            await resp.write(frames[0] if stream else frames[0][:1])
+            # Let the first bytes reach the client before the reset, or both may arrive in one
+            # read and the client never sees a first byte.
+            await asyncio.sleep(_FIRST_BYTE_PAUSE_S)
             hard_close(request)
             return resp
         if fault.kind == "stall-mid-stream":
-            sent = frames[:_STALL_MID_STREAM_EVENTS] if sse else [frames[0][: len(frames[0]) // 2]]
+            sent = frames[:_STALL_MID_STREAM_EVENTS] if stream else [frames[0][: len(frames[0]) // 2]]
             for frame in sent:
                 await resp.write(frame)
             return await hang(request, closing)

@@ -1,4 +1,5 @@
-"""The upstream simulator: both OpenAI dialects in their native shapes, faults, and recording.
+"""The upstream simulator: both OpenAI dialects in their native shapes, faults, recording, and
+the discovery of dialect modules.
 
 Every test talks to a real simulator on a loopback socket through an aiohttp client.
 """
@@ -9,15 +10,19 @@ import asyncio
 import json
 import signal
 import sys
+import textwrap
 import time
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from providers import sim_dialects
 from providers.simulator import SimulatorOptions, create_app, start_simulator
+from providers.simulator_faults import break_frame
 
 WEATHER_TOOL = {
     "type": "function",
@@ -589,3 +594,115 @@ async def test_cli_serves_until_interrupted(http: aiohttp.ClientSession) -> None
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# ---------------------------------------------------------------- dialect discovery
+
+
+def test_discovery_finds_the_openai_dialects() -> None:
+    dialects = {dialect.name: dialect for dialect in sim_dialects.discover()}
+    assert {"openai_chat", "openai_responses"} <= set(dialects)
+    assert list(dialects["openai_responses"].routes) == [("POST", "/v1/responses")]
+    assert list(dialects["openai_chat"].routes) == [("POST", "/v1/chat/completions")]
+    served = {(route.method, route.resource.canonical) for route in create_app().router.routes() if route.resource}
+    assert {(method, path) for d in dialects.values() for method, path in d.routes} <= served
+
+
+# A dialect module as another engineer would write it: Gemini-style routes with the model and the
+# method in the URL, NDJSON streams, its own error shape and key header.
+SHOUT_MODULE = """
+from typing import Any
+
+from aiohttp import web
+
+from providers.sim_dialects.base import Plan, SimDialect, Turn, count_tokens, encode_json
+
+
+class ShoutDialect(SimDialect):
+    name = "shout"
+    routes = [("POST", "/v9/models/{model}:shout"), ("POST", "/v9/models/{model}:streamShout")]
+    stream_content_type = "application/x-ndjson"
+    auth_header = "x-shout-key"
+    auth_scheme = ""
+
+    def read(self, body: dict[str, Any], request: web.Request) -> Turn:
+        said = body["said"]
+        return Turn(last_user=said, tool_outputs=[], input_tokens=count_tokens(said), tools=[],
+                    parallel=False, max_tokens=None, output_format=None)
+
+    def wants_stream(self, body: dict[str, Any], request: web.Request) -> bool:
+        return request.path.endswith(":streamShout")
+
+    def model_of(self, body: dict[str, Any], request: web.Request) -> str | None:
+        return request.match_info["model"]
+
+    def render_json(self, body: dict[str, Any], request: web.Request, plan: Plan) -> bytes:
+        return encode_json({"shout": (plan.text or "").upper(), "model": self.model_of(body, request)})
+
+    def render_stream(self, body: dict[str, Any], request: web.Request, plan: Plan) -> list[bytes]:
+        return [encode_json({"piece": piece.upper()}) + b"\\n" for piece in plan.pieces] + [b'{"done":true}\\n']
+
+    def error_body(self, status: int, message: str | None = None, code: str | None = None,
+                   param: str | None = None) -> bytes:
+        return encode_json({"oops": {"status": status, "message": message or "shout failed"}})
+
+
+DIALECT = ShoutDialect()
+"""
+
+
+@pytest.fixture
+def shout_dialect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A dialect module found by the package's own discovery, from a folder outside the package."""
+    (tmp_path / "zz_test_shout.py").write_text(textwrap.dedent(SHOUT_MODULE))
+    monkeypatch.setattr(sim_dialects, "__path__", [*sim_dialects.__path__, str(tmp_path)])
+    yield
+    sys.modules.pop("providers.sim_dialects.zz_test_shout", None)
+
+
+async def test_a_new_dialect_module_is_served(shout_dialect: None, http: aiohttp.ClientSession) -> None:
+    assert "shout" in [dialect.name for dialect in sim_dialects.discover()]
+    simulator = await start_simulator(options=SimulatorOptions(api_key="k"))
+    url = f"{simulator.url}/v9/models/loud-1"
+    try:
+        reply = await post(http, f"{url}:shout", {"said": "hello there"}, **{"x-shout-key": "k"})
+        assert reply == {"shout": "ECHO: HELLO THERE", "model": "loud-1"}
+        async with http.post(f"{url}:streamShout", json={"said": "hi"}, headers={"x-shout-key": "k"}) as resp:
+            assert resp.status == 200 and resp.content_type == "application/x-ndjson"
+            lines = (await resp.read()).splitlines()
+        assert [json.loads(line) for line in lines] == [{"piece": "ECHO:"}, {"piece": " HI"}, {"done": True}]
+        # Auth, request checks and faults answer in the dialect's own error shape.
+        async with http.post(f"{url}:shout", json={"said": "hi"}, headers={"x-shout-key": "wrong"}) as resp:
+            assert resp.status == 401 and "oops" in await resp.json()
+        async with http.post(f"{url}:shout", json={"said": 1}, headers={"x-shout-key": "k"}) as resp:
+            assert resp.status == 400 and "oops" in await resp.json()
+        async with http.post(f"{url}:shout", json={"said": "hi"},
+                             headers={"x-shout-key": "k", "x-sim-fault": "status:503"}) as resp:
+            assert resp.status == 503 and (await resp.json())["oops"]["status"] == 503
+        async with http.post(f"{url}:streamShout", json={"said": "hi"},
+                             headers={"x-shout-key": "k", "x-sim-fault": "malformed"}) as resp:
+            first, broken = (await resp.read()).splitlines()
+        assert json.loads(first) == {"piece": "ECHO:"}
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(broken)
+        # The OpenAI dialects are still there, still with OpenAI's key header.
+        await post(http, f"{simulator.url}/v1/responses", {"model": "m", "input": "hi"}, Authorization="Bearer k")
+    finally:
+        await simulator.close()
+
+
+def test_two_dialects_claiming_one_route_fail_at_start(shout_dialect: None) -> None:
+    shout = next(dialect for dialect in sim_dialects.discover() if dialect.name == "shout")
+    shout.routes = [("POST", "/v1/responses")]  # the module's instance: create_app discovers it again
+    with pytest.raises(ValueError, match="both claim POST /v1/responses"):
+        create_app()
+
+
+def test_malformed_eventstream_frame_fails_its_message_crc() -> None:
+    headers, payload = b"", b'{"bytes":"e30="}'
+    prelude = (16 + len(headers) + len(payload)).to_bytes(4, "big") + len(headers).to_bytes(4, "big")
+    message = prelude + zlib.crc32(prelude).to_bytes(4, "big") + headers + payload
+    frame = message + zlib.crc32(message).to_bytes(4, "big")
+    broken = break_frame(frame, "application/vnd.amazon.eventstream")
+    assert len(broken) == len(frame) and broken[:-4] == frame[:-4]  # lengths and prelude CRC still parse
+    assert int.from_bytes(broken[-4:], "big") != zlib.crc32(broken[:-4])
