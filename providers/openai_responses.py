@@ -4,11 +4,17 @@ Requests pass through nearly as sent (the gateway resolves ``previous_response_i
 references itself, so neither goes upstream); items and tools outside the core travel unchanged.
 Replies are re-expressed as deltas so that the gateway numbers the events and builds the final
 resource the same way as for every other dialect.
+
+Errors reported inside a 200 reply (a ``response.failed`` or ``error`` event, a failed JSON body)
+carry no HTTP status; one is inferred from their ``code``/``type`` and they go through the same
+``_map_error`` as HTTP errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+import functools
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -25,24 +31,81 @@ from providers.http import (
     read_body,
     send,
 )
-from proxy.errors import GatewayError, UpstreamError, error_for_upstream_status
+from proxy.errors import ContextTooLong, GatewayError, UpstreamError, error_for_upstream_status
 from proxy.schema import deltas as d
 from proxy.schema.codec import encode
 from proxy.schema.content import UrlCitation
 from proxy.schema.response import Usage
 from proxy.schema.upstream import UpstreamRequest
 
+log = logging.getLogger(__name__)
+
 _DROPPED_FIELDS = ("previous_response_id", "background", "input", "tools", "tool_choice", "model", "stream",
                    "instructions")
 _CORE_EVENT_PREFIXES = ("response.output_text.", "response.content_part.", "response.refusal.",
                         "response.reasoning", "response.function_call_arguments.")
+_MAX_MESSAGE = 2000
+# Status to assume for an in-band error, by its ``code`` or ``type`` (OpenAI's ResponseError codes:
+# server and rate-limit failures are worth a retry, the image/prompt ones are the caller's).
+_IN_BAND_STATUS = {
+    "server_error": 500,
+    "rate_limit_exceeded": 429,
+    "rate_limit_error": 429,
+    "vector_store_timeout": 504,
+    "invalid_prompt": 400,
+    "invalid_request_error": 400,
+    "context_length_exceeded": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "overloaded_error": 503,
+}
+_CLIENT_CODE_MARKERS = ("image", "invalid_")
+_json_encode = msgspec.json.Encoder().encode
+
+ErrorMapper = Callable[[int, Mapping[str, str], bytes], GatewayError]
 
 
-def _map_error(status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
-    """The one place OpenAI Responses errors become gateway errors."""
+def _map_error(status: int, headers: Mapping[str, str], body: bytes, *, secret: str | None = None) -> GatewayError:
+    """The one place OpenAI Responses errors become gateway errors: status, ``retry-after`` and
+    the upstream code. Only the message travels on (shortened, the deployment's key removed
+    should the upstream echo it; for a refused credential not even that); the raw body goes to
+    the debug log."""
+    log.debug("upstream error %s: %r", status, body[:4096])
     message, code, param = error_message(body)
+    if secret:
+        message = message.replace(secret, "[redacted]")
+    if len(message) > _MAX_MESSAGE:
+        message = message[:_MAX_MESSAGE] + "..."
+    if status in (401, 403):
+        # OpenAI's message quotes a masked form of the gateway's own key and tells the reader to
+        # fix it: that is for the operator (debug log above), not for the caller.
+        message = f"{code or 'authentication failed'} (HTTP {status})"
+    if code == "context_length_exceeded":
+        return ContextTooLong(message, param=param)
     return error_for_upstream_status(status, message, code=code, param=param,
-                                     retry_after=parse_retry_after(headers))
+                                     retry_after=parse_retry_after(headers), same_dialect=True)
+
+
+def _in_band_error(error: Any, map_error: ErrorMapper) -> GatewayError:
+    """Map an error reported inside a 200 reply, inferring the status it would have had."""
+    payload: dict[str, Any] = dict(error) if isinstance(error, Mapping) else {}
+    code, kind = payload.get("code"), payload.get("type")
+    status = _IN_BAND_STATUS.get(str(code)) or _IN_BAND_STATUS.get(str(kind))
+    if status is None:
+        client = isinstance(code, str) and any(marker in code for marker in _CLIENT_CODE_MARKERS)
+        status = 400 if client else 502
+    if not payload.get("message"):
+        payload["message"] = "the upstream response failed"
+    return map_error(status, {}, _json_encode({"error": payload}))
+
+
+def _stream_error(event: Mapping[str, Any], map_error: ErrorMapper) -> GatewayError:
+    """An ``error`` event: ``{"type": "error", "code", "message", "param"}`` or with ``error`` nested."""
+    nested = event.get("error")
+    if isinstance(nested, Mapping):
+        return _in_band_error(nested, map_error)
+    return _in_band_error({k: event[k] for k in ("code", "message", "param") if k in event}, map_error)
 
 
 def _finish_reason(response: Mapping[str, Any]) -> d.FinishReason:
@@ -54,13 +117,25 @@ def _finish_reason(response: Mapping[str, Any]) -> d.FinishReason:
     return "tool_calls" if any(o.get("type") == "function_call" for o in outputs if isinstance(o, dict)) else "stop"
 
 
+def _usage(raw: Any) -> Usage | None:
+    """The reply's usage; ``null`` details (some compatible hosts) count as absent."""
+    if not isinstance(raw, dict):
+        return None
+    cleaned = {key: value for key, value in raw.items() if value is not None}
+    try:
+        return msgspec.convert(cleaned, Usage)
+    except msgspec.ValidationError as exc:
+        log.warning("ignoring malformed upstream usage: %s", exc)
+        return None
+
+
 def _terminal(response: Mapping[str, Any]) -> list[d.Delta]:
     out: list[d.Delta] = []
-    usage = response.get("usage")
-    if isinstance(usage, dict):
-        out.append(d.UsageDelta(usage=msgspec.convert(usage, Usage)))
+    usage = _usage(response.get("usage"))
+    if usage is not None:
+        out.append(d.UsageDelta(usage=usage))
     tier = response.get("service_tier")
-    out.append(d.ResponseInfo(model=str(response.get("model", "")),
+    out.append(d.ResponseInfo(model=_text_or_unset(response.get("model")),
                               service_tier=tier if isinstance(tier, str) and tier != "auto" else msgspec.UNSET))
     out.append(d.Finish(reason=_finish_reason(response)))
     return out
@@ -95,10 +170,10 @@ def _item_deltas(key: int, item: Mapping[str, Any], *, streamed: bool) -> list[d
             for part in item.get("content") or []:
                 out.append(d.ReasoningDelta(key=key, text=part.get("text", ""), item_id=ident))
         encrypted = item.get("encrypted_content")
-        if isinstance(encrypted, str) or (not out and not streamed):
-            out.append(d.ReasoningState(key=key, encrypted_content=encrypted or "", item_id=ident)
-                       if isinstance(encrypted, str) else d.ReasoningDelta(key=key, text="", summary_index=None,
-                                                                            item_id=ident))
+        if isinstance(encrypted, str):
+            out.append(d.ReasoningState(key=key, encrypted_content=encrypted, item_id=ident))
+        elif not out and not streamed:
+            out.append(d.ReasoningStart(key=key, item_id=ident))
     else:
         return [d.PassthroughItem(key=key, item=dict(item), done=True)]
     out.append(d.ItemDone(key=key, status="incomplete" if item.get("status") == "incomplete" else "completed"))
@@ -114,6 +189,8 @@ class OpenAIResponsesProvider:
         body: dict[str, Any] = msgspec.to_builtins(request.body)
         for name in _DROPPED_FIELDS:
             body.pop(name, None)
+        if not request.stream:
+            body.pop("stream_options", None)  # the upstream refuses stream options without stream
         wire: dict[str, Any] = {"model": deployment.model,
                                 "input": msgspec.json.decode(encode(request.items))}
         if request.instructions is not None:
@@ -130,54 +207,74 @@ class OpenAIResponsesProvider:
 
     async def run(self, request: UpstreamRequest) -> AsyncGenerator[d.Delta, None]:
         call = self.prepare(request)
-        provider = request.deployment.provider
-        response = await send(self._session, call, request.deployment, _map_error)
+        deployment = request.deployment
+        provider = deployment.provider
+        map_error: ErrorMapper = functools.partial(_map_error, secret=deployment.api_key)
+        response = await send(self._session, call, deployment, map_error)
         if not request.stream:
             data = decode_json(await read_body(response, provider), provider)
             if not isinstance(data, dict):
                 raise UpstreamError(f"{provider} sent an unexpected reply")
-            if data.get("status") == "failed":
-                raise _failed(data)
+            if data.get("status") == "failed" or ("output" not in data and data.get("error")):
+                raise _in_band_error(data.get("error"), map_error)
             for index, item in enumerate(data.get("output") or []):
                 for delta in _item_deltas(index, item, streamed=False):
                     yield delta
             for delta in _terminal(data):
                 yield delta
             return
-        async for delta in self._stream(response, provider):
+        async for delta in self._stream(response, provider, map_error):
             yield delta
 
-    async def _stream(self, response: aiohttp.ClientResponse, provider: str) -> AsyncIterator[d.Delta]:
+    async def _stream(self, response: aiohttp.ClientResponse, provider: str,
+                      map_error: ErrorMapper) -> AsyncIterator[d.Delta]:
         seen: set[int] = set()  # items whose content already arrived as deltas
+        phases: dict[int, str] = {}  # message phase, announced only by output_item.added
+        arguments: dict[int, str] = {}  # function call arguments streamed so far
         async for _event, data in iter_sse(response, provider):
             if data == b"[DONE]":
                 break
             event = decode_json(data, provider)
-            kind = event.get("type", "")
-            index = event.get("output_index")
+            if not isinstance(event, dict):
+                raise UpstreamError(f"{provider} sent an unexpected stream event")
+            kind = event.get("type") or ""
+            index: Any = event.get("output_index")  # the item's key: its position in the upstream output
             item_id = _text_or_unset(event.get("item_id"))
             if kind in ("response.created", "response.in_progress", "response.queued"):
-                yield d.ResponseInfo(model=str(event.get("response", {}).get("model", "")))
+                yield d.ResponseInfo(model=_text_or_unset((event.get("response") or {}).get("model")))
             elif kind == "response.output_item.added":
                 item = event["item"]
                 item_type = item.get("type")
-                if item_type == "function_call":
+                if item_type == "message":
+                    if isinstance(item.get("phase"), str):
+                        phases[index] = item["phase"]
+                elif item_type == "function_call":
                     seen.add(index)
-                    ident = _text_or_unset(item.get("id"))
-                    yield d.ToolCallStart(key=index, call_id=item["call_id"], name=item["name"], item_id=ident)
-                elif item_type not in ("message", "reasoning"):
+                    arguments[index] = item.get("arguments") or ""
+                    yield d.ToolCallStart(key=index, call_id=item["call_id"], name=item["name"],
+                                          item_id=_text_or_unset(item.get("id")))
+                    if arguments[index]:
+                        yield d.ToolCallArguments(key=index, text=arguments[index])
+                elif item_type != "reasoning":
                     seen.add(index)
                     yield d.PassthroughItem(key=index, item=dict(item), done=False)
             elif kind == "response.output_item.done":
                 item = event["item"]
-                if item.get("type") not in ("message", "function_call", "reasoning"):
+                item_type = item.get("type")
+                if item_type not in ("message", "function_call", "reasoning"):
                     yield d.PassthroughItem(key=index, item=dict(item), done=True)
-                else:
-                    for delta in _item_deltas(index, item, streamed=index in seen):
-                        yield delta
+                    continue
+                if item_type == "function_call" and index in arguments:
+                    # Some hosts send the arguments only with the finished item.
+                    final, sent = item.get("arguments") or "", arguments.pop(index)
+                    if len(final) > len(sent) and final.startswith(sent):
+                        yield d.ToolCallArguments(key=index, text=final[len(sent):])
+                for delta in _item_deltas(index, item, streamed=index in seen):
+                    yield delta
             elif kind == "response.output_text.delta":
                 seen.add(index)
-                yield d.TextDelta(key=index, text=event["delta"], item_id=item_id)
+                yield d.TextDelta(key=index, text=event["delta"], item_id=item_id,
+                                  phase=phases.get(index, msgspec.UNSET))
             elif kind == "response.output_text.annotation.added":
                 annotation = event.get("annotation") or {}
                 if annotation.get("type") == "url_citation":
@@ -193,15 +290,16 @@ class OpenAIResponsesProvider:
                 seen.add(index)
                 yield d.ReasoningDelta(key=index, text=event["delta"], item_id=item_id)
             elif kind == "response.function_call_arguments.delta":
+                arguments[index] = arguments.get(index, "") + event["delta"]
                 yield d.ToolCallArguments(key=index, text=event["delta"])
             elif kind in ("response.completed", "response.incomplete"):
                 for delta in _terminal(event.get("response") or {}):
                     yield delta
                 return
             elif kind == "response.failed":
-                raise _failed(event.get("response") or {})
-            elif kind == "error":
-                raise _stream_error(event)
+                raise _in_band_error((event.get("response") or {}).get("error"), map_error)
+            elif kind == "error" or (not kind and "error" in event):
+                raise _stream_error(event, map_error)
             elif not kind.startswith(_CORE_EVENT_PREFIXES):
                 # Events of items outside the core (custom tool input, web search progress...).
                 yield d.PassthroughEvent(event=event, key=index if isinstance(index, int) else None)
@@ -210,19 +308,3 @@ class OpenAIResponsesProvider:
 
 def _text_or_unset(value: Any) -> str | msgspec.UnsetType:
     return value if isinstance(value, str) else msgspec.UNSET
-
-
-def _failed(response: Mapping[str, Any]) -> GatewayError:
-    error = response.get("error") or {}
-    message = error.get("message") if isinstance(error, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return UpstreamError(str(message or "the upstream response failed"), code=str(code) if code else None,
-                         retryable=False)
-
-
-def _stream_error(event: Mapping[str, Any]) -> GatewayError:
-    nested = event.get("error")
-    error: Mapping[str, Any] = nested if isinstance(nested, dict) else event
-    message = str(error.get("message") or "upstream stream error")
-    code = error.get("code")
-    return UpstreamError(message, code=str(code) if code else None, retryable=False)

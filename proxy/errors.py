@@ -134,13 +134,15 @@ class UpstreamUnavailable(UpstreamError):
 
 
 def error_for_upstream_status(status: int, message: str, *, code: str | None = None,
-                              param: str | None = None, retry_after: float | None = None) -> GatewayError:
+                              param: str | None = None, retry_after: float | None = None,
+                              same_dialect: bool = False) -> GatewayError:
     """The gateway error an upstream HTTP status maps to; used by every adapter's error mapper.
 
     Client errors the upstream reports about the request keep their status so the caller sees
     what it did wrong; credentials the gateway holds are the gateway's problem, not the caller's.
     An upstream ``param`` names a field of the native request, not of the caller's, so only a
-    model error keeps one (``model``).
+    model error keeps one (``model``) unless the upstream speaks the caller's own dialect
+    (``same_dialect``), where its ``param`` is the caller's field.
     """
     if status == 429:
         return RateLimited(message, code=code or "rate_limit_exceeded", retry_after=retry_after)
@@ -152,7 +154,8 @@ def error_for_upstream_status(status: int, message: str, *, code: str | None = N
     if status == 413:
         return PayloadTooLarge(message, code=code)
     if 400 <= status < 500:
-        return InvalidRequest(message, code=code, param="model" if code == "model_not_found" else None)
+        kept = param if same_dialect else None
+        return InvalidRequest(message, code=code, param="model" if code == "model_not_found" else kept)
     if status in (503, 529):
         return UpstreamUnavailable(message, retry_after=retry_after)
     if status == 504:

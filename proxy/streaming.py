@@ -274,6 +274,9 @@ class ResponseBuilder:
                             **common))
         return out
 
+    def _on_reasoning_start(self, delta: d.ReasoningStart) -> list[Event]:
+        return self._reasoning(delta.key, delta.item_id)[1]
+
     def _on_reasoning_state(self, delta: d.ReasoningState) -> list[Event]:
         opened, out = self._reasoning(delta.key, delta.item_id)
         opened.item.encrypted_content = delta.encrypted_content
@@ -348,6 +351,7 @@ _HANDLERS: dict[type, Any] = {
     d.RefusalDelta: ResponseBuilder._on_refusal,
     d.AnnotationDelta: ResponseBuilder._on_annotation,
     d.ReasoningDelta: ResponseBuilder._on_reasoning,
+    d.ReasoningStart: ResponseBuilder._on_reasoning_start,
     d.ReasoningState: ResponseBuilder._on_reasoning_state,
     d.ToolCallStart: ResponseBuilder._on_tool_call_start,
     d.ToolCallArguments: ResponseBuilder._on_tool_call_arguments,

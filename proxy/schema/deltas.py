@@ -54,6 +54,13 @@ class ReasoningDelta(_Delta, tag="reasoning"):
     item_id: str | UnsetType = UNSET
 
 
+class ReasoningStart(_Delta, tag="reasoning_start"):
+    """Opens a reasoning item that may carry no text at all (an upstream's empty reasoning)."""
+
+    key: ItemKey
+    item_id: str | UnsetType = UNSET
+
+
 class ReasoningState(_Delta, tag="reasoning_state"):
     """Opaque reasoning state to round-trip (OpenAI encrypted content, a thinking signature)."""
 
@@ -125,6 +132,7 @@ Delta = (
     | AnnotationDelta
     | RefusalDelta
     | ReasoningDelta
+    | ReasoningStart
     | ReasoningState
     | ToolCallStart
     | ToolCallArguments

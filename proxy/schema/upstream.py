@@ -37,6 +37,21 @@ class Quirks(Struct, kw_only=True, forbid_unknown_fields=True):
     """The host accepts ``reasoning_effort``."""
     sampling_params: bool = True
     """The host accepts temperature/top_p (OpenAI reasoning models do not)."""
+    reasoning_effort_map: dict[str, str] = msgspec.field(default_factory=dict)
+    """``reasoning.effort`` values the host spells differently, sent as the mapped value; values
+    not listed go as they are (Mistral takes only ``none`` and ``high``)."""
+    tool_call_ids: Literal["any", "alnum9"] = "any"
+    """Tool-call ids the host accepts. ``alnum9`` (Mistral): exactly nine letters or digits; other
+    ids in the history are replaced by a stable nine-character digest, the same for a call and its
+    output. Ids the host returns are passed on unchanged."""
+    tool_choice_required: Literal["required", "any"] = "required"
+    """The host's word for ``tool_choice: "required"`` (Mistral's own is ``any``)."""
+    allowed_tools: Literal["native", "subset"] = "native"
+    """How an ``allowed_tools`` tool choice is sent: as Chat's own ``allowed_tools`` choice, or
+    (hosts without it) as only the allowed tools with the choice's mode."""
+    thinking_history: bool = False
+    """Reasoning items in the history go back as a ``thinking`` content chunk leading the next
+    assistant message (Mistral); otherwise they are left out."""
 
 
 class Deployment(Struct, kw_only=True):
