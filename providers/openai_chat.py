@@ -7,18 +7,24 @@ whole JSON reply or, when streaming, through ``providers.openai_chat_stream``.
 
 What Chat Completions cannot carry is refused with ``UnsupportedFeature`` naming the item or
 tool (``input[3]``, ``tools[1]``), never dropped silently; the exceptions are reasoning items
-(Chat cannot take reasoning back, so they are left out of the history) and parameters that are
-only bookkeeping on the Responses side (``metadata``, ``store``, ``reasoning.summary``).
+(Chat cannot take reasoning back, so they are left out of the history unless the host takes
+Mistral-style ``thinking`` chunks) and parameters that are only bookkeeping on the Responses side
+(``metadata``, ``store``, ``reasoning.summary``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import logging
+import re
+import string
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
+import msgspec
 from msgspec import UNSET
 
 from providers.base import PreparedCall
@@ -35,7 +41,7 @@ from providers.http import (
 from providers.openai_chat_stream import (
     arguments_text,
     chunk_usage,
-    content_text,
+    content_parts,
     decode_stream,
     finish_reason,
     raise_error_payload,
@@ -81,6 +87,8 @@ _PATH = "/chat/completions"
 log = logging.getLogger(__name__)
 _MAX_MESSAGE = 2000
 _TEXT_PARTS = (InputText, OutputText, Text)
+_ALNUM9 = re.compile(r"[A-Za-z0-9]{9}")
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
 
 class OpenAIChatProvider:
@@ -91,18 +99,16 @@ class OpenAIChatProvider:
 
     def prepare(self, request: UpstreamRequest) -> PreparedCall:
         deployment = request.deployment
+        quirks = deployment.quirks
         body: dict[str, Any] = {
-            "messages": _messages(request.items, request.instructions, deployment.quirks),
+            "messages": _messages(request.items, request.instructions, quirks),
             "model": deployment.model,
         }
-        if request.tools:
-            body["tools"] = [_tool(tool, index) for index, tool in enumerate(request.tools)]
-        if request.tool_choice is not None:
-            body["tool_choice"] = _tool_choice(request.tool_choice)
-        _parameters(request.body, deployment.quirks, body)
+        _tools(request.tools, request.tool_choice, quirks, body)
+        _parameters(request.body, quirks, body)
         if request.stream:
             body["stream"] = True
-            if deployment.quirks.stream_usage:
+            if quirks.stream_usage:
                 body["stream_options"] = {"include_usage": True}
         return PreparedCall(url=join_url(deployment.base_url, _PATH, deployment.query),
                             headers=auth_headers(deployment), body=body)
@@ -135,7 +141,8 @@ def _map_error(status: int, headers: Mapping[str, str], body: bytes, *, secret: 
     the upstream echo it); the rest of the body is not exposed."""
     log.debug("upstream error %s: %r", status, body[:4096])
     message, code, param = error_message(body)
-    if code is not None and code.isdigit():  # OpenRouter repeats the HTTP status as the code
+    message = _validation_errors(body) or message
+    if code is not None and code.isdigit():  # OpenRouter and Azure repeat the HTTP status as the code
         code = None
     if secret:
         message = message.replace(secret, "[redacted]")
@@ -147,28 +154,65 @@ def _map_error(status: int, headers: Mapping[str, str], body: bytes, *, secret: 
                                      retry_after=parse_retry_after(headers))
 
 
+def _validation_errors(body: bytes) -> str | None:
+    """Field-by-field validation errors (Mistral's 422s, in any of the shapes it uses: ``detail``
+    at the top, under ``message``, or ``message`` itself) as ``path: problem``; the rejected
+    input values are left out."""
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(data, Mapping):
+        return None
+    detail, message = data.get("detail"), data.get("message")
+    if isinstance(message, str) and message.startswith("{"):
+        with contextlib.suppress(msgspec.DecodeError):
+            message = msgspec.json.decode(message)
+    if detail is None:
+        detail = message.get("detail") if isinstance(message, Mapping) else message
+    if not isinstance(detail, list):
+        return None
+    problems = []
+    for entry in detail:
+        if isinstance(entry, Mapping) and isinstance(entry.get("msg"), str):
+            path = ".".join(str(step) for step in entry.get("loc") or () if step != "body")
+            problems.append(f"{path}: {entry['msg']}" if path else entry["msg"])
+    return "; ".join(problems) or None
+
+
 # -- request translation -----------------------------------------------------------------------
 def _messages(items: list[Item], instructions: str | None, quirks: Quirks) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if instructions:
         messages.append({"role": "system", "content": instructions})
     calls: list[dict[str, Any]] | None = None  # tool_calls of the assistant message being grouped
+    thinking: list[dict[str, Any]] = []  # thinking chunks waiting for the next assistant turn
     for index, item in enumerate(items):
         if isinstance(item, FunctionCall):
             if calls is None:
                 calls = []
-                messages.append({"role": "assistant", "tool_calls": calls})
-            calls.append({"id": item.call_id, "type": "function",
+                turn: dict[str, Any] = {"role": "assistant", "tool_calls": calls}
+                if thinking:
+                    turn["content"], thinking = thinking, []
+                messages.append(turn)
+            calls.append({"id": _call_id(item.call_id, quirks), "type": "function",
                           "function": {"name": item.name, "arguments": item.arguments}})
             continue
         calls = None
+        if isinstance(item, Reasoning):  # only hosts that take thinking chunks get reasoning back
+            if quirks.thinking_history:
+                thinking += _thinking_chunk(item)
+            continue
+        pending, thinking = thinking, []
         if isinstance(item, Message):
-            messages.append(_message(item, index, quirks))
+            message = _message(item, index, quirks)
+            if pending and item.role == "assistant":
+                text = message["content"]
+                message["content"] = [*pending, *([{"type": "text", "text": text}] if text else [])]
+            messages.append(message)
         elif isinstance(item, FunctionCallOutput):
-            messages.append({"role": "tool", "tool_call_id": item.call_id,
+            messages.append({"role": "tool", "tool_call_id": _call_id(item.call_id, quirks),
                              "content": _tool_output(item.output, index)})
-        elif isinstance(item, Reasoning):
-            continue  # Chat Completions cannot take reasoning back
         elif isinstance(item, Compaction):
             raise UnsupportedFeature("compaction items cannot be sent to a Chat Completions upstream",
                                      param=f"input[{index}]")
@@ -178,6 +222,28 @@ def _messages(items: list[Item], instructions: str | None, quirks: Quirks) -> li
             raise UnsupportedFeature(f"input items of type {item.type!r} are not supported by this model's "
                                      "provider (Chat Completions)", param=f"input[{index}]")
     return messages
+
+
+def _call_id(call_id: str, quirks: Quirks) -> str:
+    """``call_id`` as the host accepts it. Under ``alnum9`` an id that is not nine letters and
+    digits becomes nine base-62 digits of its hash: stable, so a call and its output (and the same
+    history sent again) keep matching."""
+    if quirks.tool_call_ids == "any" or _ALNUM9.fullmatch(call_id):
+        return call_id
+    number = int.from_bytes(hashlib.blake2b(call_id.encode(), digest_size=8).digest(), "big")
+    digits = []
+    for _ in range(9):
+        number, digit = divmod(number, len(_BASE62))
+        digits.append(_BASE62[digit])
+    return "".join(digits)
+
+
+def _thinking_chunk(item: Reasoning) -> list[dict[str, Any]]:
+    """A Mistral ``thinking`` chunk holding the item's reasoning text (its summary when it has
+    none); no chunk when there is no text at all."""
+    parts = item.content if isinstance(item.content, list) and item.content else item.summary
+    texts = [{"type": "text", "text": part.text} for part in parts if part.text]
+    return [{"type": "thinking", "thinking": texts}] if texts else []
 
 
 def _message(item: Message, index: int, quirks: Quirks) -> dict[str, Any]:
@@ -192,7 +258,8 @@ def _message(item: Message, index: int, quirks: Quirks) -> dict[str, Any]:
         return {"role": role, "content": "".join(_assistant_text(part, f"{param}[{n}]")
                                                  for n, part in enumerate(content))}
     if role in ("system", "developer"):
-        return {"role": role, "content": [_text_part(part, f"{param}[{n}]") for n, part in enumerate(content)]}
+        return {"role": role, "content": [_text_part(part, f"{param}[{n}]", "system and developer messages")
+                                          for n, part in enumerate(content)]}
     return {"role": role, "content": [_user_part(part, f"{param}[{n}]") for n, part in enumerate(content)]}
 
 
@@ -204,10 +271,10 @@ def _assistant_text(part: Any, param: str) -> str:
     raise _unsupported_part(part, "assistant messages", param)
 
 
-def _text_part(part: Any, param: str) -> dict[str, Any]:
+def _text_part(part: Any, param: str, where: str) -> dict[str, Any]:
     if isinstance(part, _TEXT_PARTS):
         return {"type": "text", "text": part.text}
-    raise _unsupported_part(part, "system and developer messages", param)
+    raise _unsupported_part(part, where, param)
 
 
 def _user_part(part: Any, param: str) -> dict[str, Any]:
@@ -236,13 +303,27 @@ def _user_part(part: Any, param: str) -> dict[str, Any]:
 def _tool_output(output: str | list[Any], index: int) -> str | list[dict[str, Any]]:
     if isinstance(output, str):
         return output
-    return [_text_part(part, f"input[{index}].output[{n}]") for n, part in enumerate(output)]
+    return [_text_part(part, f"input[{index}].output[{n}]", "tool outputs") for n, part in enumerate(output)]
 
 
 def _unsupported_part(part: Any, where: str, param: str) -> UnsupportedFeature:
-    kind = getattr(part, "type", None) or type(part).__name__
+    kind = part.__struct_config__.tag if isinstance(part, msgspec.Struct) else type(part).__name__
     return UnsupportedFeature(f"{kind} content parts are not supported in {where} by Chat Completions",
                               param=param)
+
+
+def _tools(tools: list[Tool], choice: ToolChoice | None, quirks: Quirks, body: dict[str, Any]) -> None:
+    """``tools`` and ``tool_choice``; an ``allowed_tools`` choice becomes the allowed subset with
+    the choice's mode on hosts without Chat's own ``allowed_tools``."""
+    offered = list(enumerate(tools))
+    if isinstance(choice, AllowedTools) and quirks.allowed_tools == "subset":
+        allowed = {tool.name for tool in choice.tools}
+        offered = [(index, tool) for index, tool in offered if isinstance(tool, FunctionTool) and tool.name in allowed]
+        choice = choice.mode
+    if offered:
+        body["tools"] = [_tool(tool, index) for index, tool in offered]
+    if choice is not None:
+        body["tool_choice"] = _tool_choice(choice, quirks)
 
 
 def _tool(tool: Tool, index: int) -> dict[str, Any]:
@@ -257,7 +338,9 @@ def _tool(tool: Tool, index: int) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def _tool_choice(choice: ToolChoice) -> Any:
+def _tool_choice(choice: ToolChoice, quirks: Quirks) -> Any:
+    if choice == "required":
+        return quirks.tool_choice_required
     if isinstance(choice, str):
         return choice
     if isinstance(choice, SpecificFunction):
@@ -293,7 +376,8 @@ def _parameters(params: CreateResponseBody, quirks: Quirks, body: dict[str, Any]
         put("verbosity", text.verbosity)
     reasoning = params.reasoning
     if quirks.reasoning_effort and reasoning is not UNSET and reasoning is not None:
-        put("reasoning_effort", reasoning.effort)
+        effort = reasoning.effort
+        put("reasoning_effort", quirks.reasoning_effort_map.get(effort, effort) if isinstance(effort, str) else effort)
     put(quirks.max_tokens_field, params.max_output_tokens)
     if quirks.sampling_params:
         put("temperature", params.temperature)
@@ -321,10 +405,11 @@ def _reply_deltas(reply: Mapping[str, Any]) -> list[Delta]:
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], Mapping) else {}
     message = choice.get("message")
     if isinstance(message, Mapping):
-        reasoning = reasoning_text(message)
+        parts = content_parts(message.get("content"))
+        reasoning = reasoning_text(message) + "".join(text for kind, text in parts if kind == "reasoning")
         if reasoning:
             out.append(ReasoningDelta(key="reasoning", text=reasoning))
-        text = content_text(message.get("content"))
+        text = "".join(text for kind, text in parts if kind == "message")
         if text:
             out.append(TextDelta(key="message", text=text))
         refusal = message.get("refusal")

@@ -54,7 +54,10 @@ _json_encode = msgspec.json.Encoder().encode
 
 
 def finish_reason(value: Any) -> FinishReason:
-    """A Chat ``finish_reason`` as the gateway's; unknown values count as a normal stop."""
+    """A Chat ``finish_reason`` as the gateway's; unknown values count as a normal stop, and
+    ``error`` (Mistral: the generation failed midway) fails the turn."""
+    if value == "error":
+        raise UpstreamError("the upstream failed while generating (finish_reason 'error')")
     return _FINISH.get(value, "stop") if isinstance(value, str) else "stop"
 
 
@@ -89,7 +92,8 @@ def chunk_usage(chunk: Mapping[str, Any]) -> Usage | None:
 
 
 def reply_info(chunk: Mapping[str, Any]) -> ResponseInfo | None:
-    model, tier = chunk.get("model"), chunk.get("service_tier")
+    """The upstream model and tier; an empty model (Azure's prompt-filter chunk) is no model."""
+    model, tier = chunk.get("model") or None, chunk.get("service_tier")
     if not isinstance(model, str) and not isinstance(tier, str):
         return None
     return ResponseInfo(model=model if isinstance(model, str) else msgspec.UNSET,
@@ -106,15 +110,22 @@ def reasoning_text(message: Mapping[str, Any]) -> str:
     return ""
 
 
-def content_text(content: Any) -> str:
-    """``content`` as text; list-valued content (Mistral-style parts) keeps its text parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content
-                       if isinstance(part, Mapping) and part.get("type") == "text"
-                       and isinstance(part.get("text"), str))
-    return ""
+def content_parts(content: Any) -> list[tuple[str, str]]:
+    """``content`` as ``(kind, text)`` pieces in order, ``kind`` being ``message`` or
+    ``reasoning``: a string, or Mistral-style chunks (``text``, and ``thinking`` holding text
+    chunks). Empty pieces are left out."""
+    if not isinstance(content, list):
+        return [("message", content)] if isinstance(content, str) and content else []
+    parts: list[tuple[str, str]] = []
+    for chunk in content:
+        kind = chunk.get("type") if isinstance(chunk, Mapping) else None
+        if kind == "text":
+            parts += content_parts(chunk.get("text"))
+        elif kind == "thinking":
+            text = "".join(piece for _, piece in content_parts(chunk.get("thinking")))
+            if text:
+                parts.append(("reasoning", text))
+    return parts
 
 
 def arguments_text(value: Any) -> str:
@@ -213,9 +224,11 @@ class ChatStreamDecoder:
             reasoning = reasoning_text(delta)
             if reasoning:
                 out.append(ReasoningDelta(key=self._key("reasoning"), text=reasoning))
-            text = content_text(delta.get("content"))
-            if text:
-                out.append(TextDelta(key=self._key("message"), text=text))
+            for kind, text in content_parts(delta.get("content")):
+                if kind == "reasoning":
+                    out.append(ReasoningDelta(key=self._key(kind), text=text))
+                else:
+                    out.append(TextDelta(key=self._key(kind), text=text))
             refusal = delta.get("refusal")
             if isinstance(refusal, str) and refusal:
                 out.append(RefusalDelta(key=self._key("message"), text=refusal))
