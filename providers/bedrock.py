@@ -149,7 +149,12 @@ class BedrockProvider:
 
     def prepare(self, request: UpstreamRequest) -> PreparedCall:
         deployment = request.deployment
-        messages, has_tool_blocks = _messages(request.items)
+        items = request.items
+        if request.tool_choice == "none":
+            # Converse has no "none" tool choice and needs toolConfig beside tool blocks, so a
+            # tool-free turn gets its tool history as text instead.
+            items = [_tool_history_as_text(item) for item in items]
+        messages, has_tool_blocks = _messages(items)
         body: dict[str, Any] = {"messages": messages}
         system = _system(request.instructions, request.items)
         if system:
@@ -431,6 +436,16 @@ def _kind(value: Any) -> str:
 def _unsupported_part(part: Any, where: str, param: str) -> UnsupportedFeature:
     return UnsupportedFeature(f"{_kind(part)} content parts are not supported in {where} by Bedrock Converse",
                               param=param)
+
+
+def _tool_history_as_text(item: Item) -> Item:
+    if isinstance(item, FunctionCall):
+        return Message(role="assistant", content=f"[called {item.name} with {item.arguments}]")
+    if isinstance(item, FunctionCallOutput):
+        output = item.output if isinstance(item.output, str) else " ".join(
+            part.text for part in item.output if isinstance(part, InputText))
+        return Message(role="user", content=f"[result of that call: {output}]")
+    return item
 
 
 def _tool_config(tools: list[Tool], choice: ToolChoice | None, has_tool_blocks: bool) -> dict[str, Any] | None:

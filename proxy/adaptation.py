@@ -9,6 +9,10 @@ Two jobs, done once here rather than in every adapter:
   outputs; ``namespace`` tools are flattened into their functions; ``web_search`` and
   ``tool_search`` tools, and the history items they produced, are dropped (they need OpenAI's
   hosted search). Any other type reaches the adapter, which refuses it with a 400.
+* **History without tools**: several dialects (Anthropic, Bedrock) refuse tool calls in the
+  history of a request that declares no tools, which is what a conversation carried over from
+  another provider often is. Such a request gets the called functions declared with an open
+  schema and, unless the client chose otherwise, ``tool_choice: none``.
 * **Reasoning state**: a provider's opaque reasoning (thinking signatures...) leaves the gateway
   sealed in ``encrypted_content`` (``proxy.sealing``), bound to the team. On the way back in, state
   sealed for the same dialect is unsealed for the upstream; state from another dialect is dropped
@@ -155,6 +159,12 @@ def adapt(items: list[Item], tools: list[Tool], tool_choice: ToolChoice | None, 
             if item.type in _DROPPED_ITEMS:
                 continue
         new_items.append(item)
+    if not new_tools:
+        called = list(dict.fromkeys(item.name for item in new_items if isinstance(item, FunctionCall)))
+        if called:
+            new_tools = [FunctionTool(name=name, description="Used earlier in this conversation.",
+                                      parameters={"type": "object"}) for name in called]
+            choice = "none" if choice is None else choice
     return Adapted(items=new_items, tools=new_tools, tool_choice=choice, custom_tools=frozenset(custom),
                    dialect=dialect, team=team, sealer=sealer)
 

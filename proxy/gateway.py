@@ -28,6 +28,8 @@ class Gateway:
     store: ResponseStore
     session: aiohttp.ClientSession
     engine: Engine
+    simulator_url: str | None = None
+    """Where the embedded simulator listens, when it runs."""
     _closers: list[Any] = field(default_factory=list)
 
     @classmethod
@@ -56,7 +58,7 @@ class Gateway:
         engine = Engine(catalogue=catalogue, store=store, providers=providers, retry=settings.retry,
                         sealer=Sealer.from_env(settings.seal_key_env))
         return cls(settings=settings, keyring=KeyRing(settings), catalogue=catalogue, store=store,
-                   session=session, engine=engine, _closers=closers)
+                   session=session, engine=engine, simulator_url=simulator_url, _closers=closers)
 
     async def close(self) -> None:
         await self.engine.close()

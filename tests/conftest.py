@@ -96,9 +96,9 @@ def api_b(running: RunningGateway) -> Iterator[Api]:
 
 @pytest.fixture
 def simulator_url(running: RunningGateway) -> str:
-    deployment = running.gateway.catalogue.get("sim")
-    assert deployment is not None
-    return deployment.deployments[0].base_url.removesuffix("/v1")
+    url = running.gateway.simulator_url
+    assert url is not None, "the test gateway runs the embedded simulator"
+    return url
 
 
 @pytest.fixture

@@ -31,10 +31,23 @@ class Dialect:
 DIALECTS = [
     Dialect("openai_responses"),
     Dialect("openai_chat"),
+    Dialect("anthropic", extra={"auth": "x-api-key"}),
+    Dialect("cohere", base_url="embedded/v2"),
+    Dialect("ollama", base_url="embedded/"),  # the simulator's root: Ollama's path is /api/chat
+    # The simulator's root: Bedrock's path is /model/{id}/converse. Its model is not Claude, so
+    # reasoning.effort is dropped as the catalogue would for such a model.
+    Dialect("bedrock", base_url="embedded/", extra={"quirks": {"reasoning_effort": False}}),
+    Dialect("gemini", base_url="embedded/v1beta"),
 ]
 
 UNSUPPORTED: dict[tuple[str, str], str] = {
     # (dialect, feature) -> the error code the gateway answers with instead
+    ("cohere", "file"): "unsupported_feature",
+    ("ollama", "file"): "unsupported_feature",
+    ("ollama", 'tool_choice:"required"'): "unsupported_feature",
+    ("ollama", 'tool_choice:{"type": "function", "name": "get_time"}'): "unsupported_feature",
+    ("ollama", 'tool_choice:{"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", '
+               '"name": "get_time"}]}'): "unsupported_feature",
 }
 
 FAULTS = {"400": 400, "401": 502, "404": 400, "429": 429, "500": 502, "503": 503}
