@@ -21,7 +21,8 @@ from tests.spec_validation import SHARED, parse_sse, validate_resource, validate
 
 CODEX = [json.loads(line) for name in ("codex-exec", "codex-apply-patch-resume", "codex-unknown-model")
          for line in (SHARED / "fixtures" / "clients" / f"{name}.jsonl").read_text().splitlines()]
-CODEX_POSTS = [record["body"] for record in CODEX if record["method"] == "POST" and isinstance(record.get("body"), dict)]
+CODEX_POSTS = [record["body"] for record in CODEX
+               if record["method"] == "POST" and isinstance(record.get("body"), dict)]
 OPAQUE = frozenset({"custom_tool_call", "web_search_call", "tool_search_call"})
 NAMES = [dialect.name for dialect in DIALECTS]
 
