@@ -227,3 +227,25 @@ def test_upstream_errors(api: Api, dialect: str, status: str) -> None:
         assert error["message"] and error["type"]
         assert reply.headers["x-should-retry"] == ("true" if FAULTS[status] in (429, 502, 503) and status != "401"
                                                    else "false")
+
+
+REASONING_ON_THE_WIRE = {
+    "openai_responses": lambda body: body["reasoning"]["effort"] == "medium",
+    "openai_chat": lambda body: body["reasoning_effort"] == "medium",
+    "anthropic": lambda body: body["thinking"]["type"] == "enabled" and body["thinking"]["budget_tokens"] >= 1024,
+    "gemini": lambda body: body["generationConfig"]["thinkingConfig"]["thinkingBudget"] > 0,
+    # The simulator's Bedrock model is not Claude: its deployment drops reasoning.effort.
+    "bedrock": lambda body: "additionalModelRequestFields" not in body,
+    "cohere": lambda body: body["thinking"]["type"] == "enabled",
+    "ollama": lambda body: body["think"] is True,
+}
+
+
+@every_dialect
+def test_reasoning_effort_reaches_the_provider(api: Api, dialect: str, upstream_log: Any) -> None:
+    reply = _both(api, {"model": dialect, "input": "Think first", "reasoning": {"effort": "medium"},
+                        "max_output_tokens": 4096})
+    assert _text(reply) == "Echo: Think first"
+    assert reply["reasoning"]["effort"] == "medium"
+    sent = upstream_log()[-1]["body"]
+    assert REASONING_ON_THE_WIRE[dialect](sent), sent
