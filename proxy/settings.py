@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import yaml
-from msgspec import Struct
+from msgspec import Meta, Struct
 
+from policies.rules import Rules, Tier
 from proxy.schema.upstream import AuthStyle, Dialect, Quirks, Timeouts
 
 
@@ -64,6 +65,18 @@ class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
 
 
+Capability = Literal["tools", "vision", "files", "reasoning"]
+
+
+class Price(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Per million tokens, in the gateway's ``currency``."""
+
+    input: Annotated[float, Meta(ge=0)]
+    output: Annotated[float, Meta(ge=0)]
+    cached_input: Annotated[float, Meta(ge=0)] | None = None
+    """Cached input tokens; defaults to ``input``."""
+
+
 class DeploymentConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     provider: str
     """A key of ``providers``."""
@@ -72,6 +85,36 @@ class DeploymentConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     quirks: Quirks | None = None
     """Overrides the provider's quirks for this model (e.g. reasoning models reject temperature)."""
     timeouts: Timeouts | None = None
+    tiers: list[Tier] = msgspec.field(default_factory=lambda: ["default"])
+    """The service tiers this deployment serves: default, flex, priority."""
+    native_tiers: dict[Tier, str] = msgspec.field(default_factory=dict)
+    """The upstream's own ``service_tier`` value to send for a tier it serves natively (OpenAI
+    ``{flex: flex, priority: priority}``); a tier without one is served without asking."""
+    price: Price | None = None
+    """Price per million tokens at the default tier (and at tiers without ``tier_prices``)."""
+    tier_prices: dict[Tier, Price] = msgspec.field(default_factory=dict)
+    """Price per million tokens at other tiers (flex is usually cheaper, priority dearer)."""
+    tier_timeouts: dict[Tier, Timeouts] = msgspec.field(default_factory=dict)
+    """Timeouts at a tier; flex without an entry waits three times the usual first byte and total."""
+    region: str | None = None
+    """Where the deployment runs, for team ``regions`` rules; defaults to the provider's region."""
+    weight: Annotated[float, Meta(gt=0)] = 1.0
+    """Share of traffic among equally ranked deployments (same ``order``)."""
+    order: int | None = None
+    """Rank in the alias, lowest first; deployments with the same order share traffic by weight.
+    Default: the position in the list, so the list is tried in order."""
+    context_window: Annotated[int, Meta(ge=1)] | None = None
+    """Input tokens the model accepts; larger requests skip this deployment."""
+    capabilities: list[Capability] | None = None
+    """What the deployment supports; requests needing something else skip it. Unset: everything."""
+
+    def __post_init__(self) -> None:
+        if not self.tiers or len(set(self.tiers)) != len(self.tiers):
+            raise ValueError(f"tiers must list each served tier once, got {self.tiers}")
+        for field in ("native_tiers", "tier_prices", "tier_timeouts"):
+            stray = sorted(set(getattr(self, field)) - set(self.tiers))
+            if stray:
+                raise ValueError(f"{field} names tier '{stray[0]}', which is not in tiers {self.tiers}")
 
 
 Endpoint = Literal["/v1/responses", "/v1/chat/completions", "/v1/embeddings"]
@@ -103,6 +146,13 @@ class RetryConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     backoff_max: float = 2.0
 
 
+class CircuitConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    failures: Annotated[int, Meta(ge=1)] = 5
+    """Consecutive failures (5xx, timeouts, 429, connection errors) that open a circuit."""
+    cooldown_s: Annotated[float, Meta(gt=0)] = 30.0
+    """Seconds an open circuit keeps its deployment out before a trial request (half-open)."""
+
+
 class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     listen: Listen = msgspec.field(default_factory=Listen)
     store: str = "sqlite:///./data/interlock.db"
@@ -119,6 +169,22 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
     teams: dict[str, TeamConfig] = msgspec.field(default_factory=dict)
+    policies_dir: str | None = None
+    """Directory of team policy files (``<team>.yaml``), relative to this file; reloaded on
+    SIGHUP and when a file changes. Unset: the ``teams`` section and ``policy`` only."""
+    policy: Rules = msgspec.field(default_factory=Rules)
+    """Global policy defaults under every team's (see docs/policies.md)."""
+    currency: str = "USD"
+    """The unit of prices and budgets."""
+    limits_store: str | None = None
+    """Where rate limits, budgets, circuit state and usage are shared: ``redis://``,
+    ``rediss://``, ``redis+sentinel://host:port[,host:port]/service[/db]`` or
+    ``redis+cluster://host:port``; ``memory`` keeps them in the process (one replica). Unset:
+    the ``store`` when it is Redis, else ``memory``."""
+    usage_retention_days: Annotated[int, Meta(ge=1)] = 31
+    """How long per-request usage records are kept."""
+    circuit: CircuitConfig = msgspec.field(default_factory=CircuitConfig)
+    """When a deployment is taken out of rotation after failures."""
 
     def __post_init__(self) -> None:
         for alias, model in self.models.items():
@@ -126,6 +192,11 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
                 if deployment.provider not in self.providers:
                     where = f"$.models.{alias}.deployments[{index}].provider"
                     raise msgspec.ValidationError(f"unknown provider '{deployment.provider}' - at `{where}`")
+                provider_region = self.providers[deployment.provider].region
+                if deployment.region and provider_region and deployment.region != provider_region:
+                    where = f"$.models.{alias}.deployments[{index}].region"
+                    raise msgspec.ValidationError(
+                        f"'{deployment.region}' conflicts with provider region '{provider_region}' - at `{where}`")
         for team, config in self.teams.items():
             for index, key in enumerate(config.keys):
                 if not re.fullmatch(r"[0-9a-f]{64}", key.sha256):

@@ -72,6 +72,9 @@ class Deployment(Struct, kw_only=True):
     query: dict[str, str] = msgspec.field(default_factory=dict)
     quirks: Quirks = msgspec.field(default_factory=Quirks)
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+    native_tier: str | None = None
+    """The upstream's own ``service_tier`` value to ask for on this call (set by the router from
+    the catalogue's ``native_tiers``); ``None``: send none."""
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
         return f"Deployment(name={self.name!r}, provider={self.provider!r}, model={self.model!r})"

@@ -1,0 +1,91 @@
+"""Every multi-key Redis operation keeps its keys in one hash slot, so it runs on Cluster.
+
+Each command the limits and circuits send is recorded at the client; a script's keys are its
+``numkeys`` first arguments. Names that could break a hash tag (braces, colons) are used on
+purpose."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.crc import key_slot
+
+from policies.backend import circuit_key, connect, team_key
+from policies.circuit import CircuitBoard
+from policies.limits import UsageRecord
+from policies.limits_redis import RedisLimits
+from tests.policies.conftest import REDIS_URL, policy
+
+
+def _spy(client: Redis, sent: list[tuple[str, list[bytes]]]) -> None:
+    """Record the keys of every command ``client`` sends."""
+    send = client.execute_command
+
+    async def execute(*args: Any, **options: Any) -> Any:
+        name = str(args[0]).upper()
+        if name in ("EVALSHA", "EVAL"):
+            keys = list(args[3:3 + int(args[2])])  # name, script or digest, numkeys, keys...
+        elif name in ("MGET", "XRANGE", "GET", "SCRIPT LOAD"):
+            keys = [] if name == "SCRIPT LOAD" else list(args[1:] if name == "MGET" else args[1:2])
+        else:
+            raise AssertionError(f"a command this test does not know yet: {name}")
+        sent.append((name, [key if isinstance(key, bytes) else str(key).encode() for key in keys]))
+        return await send(*args, **options)
+
+    client.execute_command = execute
+
+
+def _usage(team: str, key: str) -> UsageRecord:
+    return UsageRecord(ts=time.time(), team=team, key=key, model="gpt", deployment="d", tier="default",
+                       input_tokens=3, cached_tokens=0, output_tokens=4, cost=0.25, latency_ms=1.0)
+
+
+async def test_every_multi_key_operation_stays_in_one_slot(prefix: str) -> None:
+    client = connect(REDIS_URL)
+    assert isinstance(client, Redis)
+    sent: list[tuple[str, list[bytes]]] = []
+    _spy(client, sent)
+    limits = RedisLimits(client, prefix=prefix)
+    board = CircuitBoard(failures=2, cooldown_s=30, redis=client, prefix=prefix)
+    quota = {"rpm": 100, "tpm": 10000, "daily_budget": 50, "monthly_budget": 500}
+    operations: list[Callable[[], Awaitable[object]]] = []
+    for team, key in (("team-a", "main"), ("b:{x}", "k:{y}"), ("c%3Ad", "")):
+        chosen = policy(team=team, key=key or None,
+                        limits={"key": quota, "team": quota, "models": {"g*": quota, "gpt": quota}})
+
+        async def admit_and_settle(chosen: Any = chosen, team: str = team, key: str = key) -> None:
+            reservation = await limits.admit(chosen, "gpt", reserve_tokens=10)
+            await limits.settle(reservation, _usage(team, key))
+
+        operations += [admit_and_settle, lambda chosen=chosen: limits.peek(chosen, "gpt"),
+                       lambda team=team: limits.usage(team, 0, time.time())]
+    operations += [lambda: board.record("openai/gpt-4o", ok=False), lambda: board.record("a{b}/c:d", ok=False),
+                   lambda: board.refresh(["openai/gpt-4o", "a{b}/c:d", "groq/llama"])]
+    try:
+        for operation in operations:
+            await operation()
+    finally:
+        await limits.close()
+
+    multi = [(name, keys) for name, keys in sent if len(keys) > 1]
+    assert {name for name, _ in multi} == {"EVALSHA", "MGET"}
+    assert len(multi) >= 10 and max(len(keys) for _, keys in multi) == 16  # 4 scopes x (rpm, tpm, day, month)
+    for name, keys in multi:
+        slots = {key_slot(key) for key in keys}
+        assert len(slots) == 1, f"{name} spans slots {sorted(slots)}: {keys}"
+
+
+@pytest.mark.parametrize(("team", "other"), [("a", "a:b"), ("x}", "x"), ("{t}", "t"), ("p%3Aq", "p:q")])
+def test_names_cannot_spell_each_others_keys(team: str, other: str) -> None:
+    assert team_key("interlock:", team, "team", "rpm") != team_key("interlock:", other, "team", "rpm")
+    assert team_key("interlock:", team, "usage").count("{") == 1
+    assert circuit_key("interlock:", "x") != team_key("interlock:", "%circuit", "x")
+
+
+def test_keys_read_as_documented() -> None:
+    assert team_key("interlock:", "team-a", "team", "rpm") == "{interlock:team-a}:team:rpm"
+    assert circuit_key("interlock:", "openai/gpt-4o") == "{interlock:%circuit}:openai/gpt-4o"
