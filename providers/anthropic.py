@@ -55,39 +55,37 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import msgspec
 from msgspec import UNSET
 
 from providers.anthropic_stream import decode_stream, message_deltas, raise_error_payload
-from providers.base import PreparedCall
+from providers.base import PreparedCall, SessionProvider
+from providers.common import TEXT_PARTS, Refusals, call_arguments, output_format, part_texts, reasoning_effort
 from providers.http import (
     auth_headers,
-    decode_json,
-    error_message,
     iter_sse,
     join_url,
     parse_retry_after,
-    read_body,
+    read_error,
+    read_json,
     send,
 )
+from providers.media import base64_data_url
 from proxy.errors import (
     ContextTooLong,
     GatewayError,
     InvalidRequest,
     ServerError,
     UnsupportedFeature,
-    UpstreamError,
     error_for_upstream_status,
 )
-from proxy.schema.content import InputFile, InputImage, InputText, OutputText, Refusal, Text
+from proxy.schema.content import InputFile, InputImage
 from proxy.schema.deltas import Delta
 from proxy.schema.items import (
     FunctionCall,
     FunctionCallOutput,
     Item,
     Message,
-    OpaqueItem,
     Reasoning,
 )
 from proxy.schema.request import (
@@ -114,17 +112,12 @@ _FORCED_CHOICES = frozenset({"any", "tool"})
 _STATE_FIELDS = {"thinking": ("thinking", "signature"), "redacted_thinking": ("data",)}
 _BAD_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 _PLACEHOLDER_USER = "."
-_TEXT_PARTS = (InputText, OutputText, Text)
-_MAX_MESSAGE = 2000
-_decode_json = msgspec.json.decode
+_REFUSE = Refusals("Anthropic")
 log = logging.getLogger(__name__)
 
 
-class AnthropicProvider:
+class AnthropicProvider(SessionProvider):
     """``Provider`` for the ``anthropic`` dialect."""
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
 
     def prepare(self, request: UpstreamRequest) -> PreparedCall:
         deployment = request.deployment
@@ -158,10 +151,7 @@ class AnthropicProvider:
             async for delta in decode_stream(iter_sse(response, provider), provider, map_error):
                 yield delta
             return
-        raw = await read_body(response, provider)
-        reply = decode_json(raw, provider)
-        if not isinstance(reply, Mapping):
-            raise UpstreamError(f"{provider} sent an unexpected reply")
+        raw, reply = await read_json(response, provider)
         if reply.get("type") == "error":
             raise_error_payload(reply, raw, map_error)
         for delta in message_deltas(reply):
@@ -175,12 +165,7 @@ def _map_error(status: int, headers: Mapping[str, str], body: bytes, *, secret: 
     ``overloaded_error``). Anthropic's error ``type`` only restates the status class, so the
     gateway's own codes apply; only the upstream's message travels on (shortened, with the
     deployment's key removed should it be echoed)."""
-    log.debug("upstream error %s: %r", status, body[:4096])
-    message, kind, _ = error_message(body)
-    if secret:
-        message = message.replace(secret, "[redacted]")
-    if len(message) > _MAX_MESSAGE:
-        message = message[:_MAX_MESSAGE] + "..."
+    message, kind, _ = read_error(log, status, body, secret)
     if kind == "invalid_request_error" and message.startswith("prompt is too long"):
         return ContextTooLong(message)
     return error_for_upstream_status(status, message, retry_after=parse_retry_after(headers))
@@ -251,7 +236,8 @@ def _conversation(items: list[Item], instructions: str | None) -> tuple[list[dic
                 turns.add("user", _user_content(item.content, param))
         elif isinstance(item, FunctionCall):
             turns.add("assistant", [{"type": "tool_use", "id": _tool_id(item.call_id), "name": item.name,
-                                     "input": _arguments(item.arguments, index)}])
+                                     "input": call_arguments(item.arguments, f"input[{index}].arguments",
+                                                             "to be sent to Anthropic")}])
         elif isinstance(item, FunctionCallOutput):
             turns.add_result({"type": "tool_result", "tool_use_id": _tool_id(item.call_id),
                               "content": _user_content(item.output, f"input[{index}].output", "tool outputs")})
@@ -260,8 +246,7 @@ def _conversation(items: list[Item], instructions: str | None) -> tuple[list[dic
             if block is not None:
                 turns.add("assistant", [block])
         else:  # compaction, an unresolved item_reference, a type outside the core
-            raise UnsupportedFeature(f"input items of type {_type_name(item)!r} are not supported by this model's "
-                                     "provider (Anthropic)", param=f"input[{index}]")
+            raise _REFUSE.item(item, index)
     return system, turns.messages()
 
 
@@ -271,17 +256,8 @@ def _text_content(content: str | list[Any], param: str, where: str,
     Anthropic refuses empty text blocks."""
     if isinstance(content, str):
         return content
-    blocks = []
-    for n, part in enumerate(content):
-        if isinstance(part, _TEXT_PARTS):
-            text = part.text
-        elif refusals and isinstance(part, Refusal):
-            text = part.refusal
-        else:
-            raise _unsupported_part(part, where, f"{param}[{n}]")
-        if text:
-            blocks.append({"type": "text", "text": text})
-    return blocks
+    return [{"type": "text", "text": text} for text in part_texts(content, param, where, _REFUSE, refusals=refusals)
+            if text]
 
 
 def _user_content(content: str | list[Any], param: str, where: str = "user messages") -> str | list[dict[str, Any]]:
@@ -289,24 +265,24 @@ def _user_content(content: str | list[Any], param: str, where: str = "user messa
     if isinstance(content, str):
         return content
     return [_user_block(part, f"{param}[{n}]", where) for n, part in enumerate(content)
-            if not (isinstance(part, _TEXT_PARTS) and not part.text)]
+            if not (isinstance(part, TEXT_PARTS) and not part.text)]
 
 
 def _user_block(part: Any, param: str, where: str) -> dict[str, Any]:
-    if isinstance(part, _TEXT_PARTS):
+    if isinstance(part, TEXT_PARTS):
         return {"type": "text", "text": part.text}
     if isinstance(part, InputImage):
         return {"type": "image", "source": _image_source(part, param)}
     if isinstance(part, InputFile):
         return {"type": "document", "source": _document_source(part, param)}
-    raise _unsupported_part(part, where, param)
+    raise _REFUSE.part(part, where, param)
 
 
 def _image_source(part: InputImage, param: str) -> dict[str, Any]:
     url = part.image_url or ""
     if url.startswith(("https://", "http://")):
         return {"type": "url", "url": url}
-    inline = _data_url(url)
+    inline = base64_data_url(url)
     if inline is None:
         raise UnsupportedFeature("Anthropic takes images as http(s) or base64 data: URLs (not file_id)",
                                  param=param)
@@ -315,38 +291,13 @@ def _image_source(part: InputImage, param: str) -> dict[str, Any]:
 
 def _document_source(part: InputFile, param: str) -> dict[str, Any]:
     if isinstance(part.file_data, str) and part.file_data:
-        inline = _data_url(part.file_data)
+        inline = base64_data_url(part.file_data)
         if inline is None or inline[0] != "application/pdf":
             raise UnsupportedFeature("Anthropic takes files as PDF, sent as a base64 data: URL", param=param)
         return {"type": "base64", "media_type": inline[0], "data": inline[1]}
     if isinstance(part.file_url, str) and part.file_url:
         return {"type": "url", "url": part.file_url}
     raise UnsupportedFeature("Anthropic takes files as file_data or file_url, not by file_id", param=param)
-
-
-def _data_url(url: str) -> tuple[str, str] | None:
-    """``(media type, base64 data)`` of a base64 ``data:`` URL."""
-    if not url.startswith("data:"):
-        return None
-    head, sep, data = url[5:].partition(",")
-    media_type, _, encoding = head.partition(";")
-    if not sep or encoding != "base64" or not media_type:
-        return None
-    return media_type, data
-
-
-
-
-def _arguments(arguments: str, index: int) -> dict[str, Any]:
-    """Anthropic wants the call's input as an object; Responses carries a JSON string."""
-    try:
-        value = _decode_json(arguments) if arguments.strip() else {}
-    except msgspec.DecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise InvalidRequest("function_call arguments must be a JSON object to be sent to Anthropic",
-                             param=f"input[{index}].arguments")
-    return value
 
 
 def _tool_id(call_id: str) -> str:
@@ -361,7 +312,7 @@ def _reasoning_block(item: Reasoning, index: int) -> dict[str, Any] | None:
     if not isinstance(state, str):
         return None
     try:
-        block = _decode_json(state)
+        block = msgspec.json.decode(state)
     except msgspec.DecodeError:
         block = None
     fields = _STATE_FIELDS.get(str(block.get("type"))) if isinstance(block, dict) else None
@@ -369,18 +320,6 @@ def _reasoning_block(item: Reasoning, index: int) -> dict[str, Any] | None:
         raise InvalidRequest("the reasoning item does not hold Anthropic thinking state",
                              param=f"input[{index}].encrypted_content")
     return block
-
-
-def _unsupported_part(part: Any, where: str, param: str) -> UnsupportedFeature:
-    return UnsupportedFeature(f"{_type_name(part)} content parts are not supported in {where} by Anthropic",
-                              param=param)
-
-
-def _type_name(value: Any) -> str:
-    """The wire ``type`` of an item or part: msgspec keeps a Struct's tag in its config."""
-    if isinstance(value, OpaqueItem):
-        return value.type
-    return str(value.__struct_config__.tag)
 
 
 # -- tools -------------------------------------------------------------------------------------
@@ -403,8 +342,7 @@ def _tools(tools: list[Tool], choice: ToolChoice | None, parallel: Any,
     elif isinstance(choice, str):
         native_choice = {"type": {"required": "any"}.get(choice, choice)}
     elif choice is not None:
-        raise UnsupportedFeature(f"tool_choice of type {choice.type!r} is not supported by this model's provider "
-                                 "(Anthropic)", param="tool_choice")
+        raise _REFUSE.tool_choice(choice)
     if not native:
         if native_choice is not None and native_choice["type"] in _FORCED_CHOICES:
             raise InvalidRequest("tool_choice forces a tool call but the request offers no tool", param="tool_choice")
@@ -418,8 +356,7 @@ def _tools(tools: list[Tool], choice: ToolChoice | None, parallel: Any,
 
 def _tool(tool: Tool, index: int, betas: list[str]) -> dict[str, Any]:
     if not isinstance(tool, FunctionTool):
-        raise UnsupportedFeature(f"tools of type {tool.type!r} are not supported by this model's provider "
-                                 "(Anthropic)", param=f"tools[{index}]")
+        raise _REFUSE.tool(tool, index)
     schema = dict(tool.parameters) if isinstance(tool.parameters, dict) else {}
     # Anthropic requires an object schema at the top; one without a type is taken as one.
     if schema.setdefault("type", "object") != "object":
@@ -463,8 +400,7 @@ def _parameters(params: CreateResponseBody, deployment: Deployment, body: dict[s
         if thinking and top_p < 0.95:
             raise UnsupportedFeature("Anthropic takes top_p of at least 0.95 while thinking", param="top_p")
         body["top_p"] = top_p
-    text = params.text
-    fmt = text.format if text is not UNSET and text is not None else None
+    fmt = output_format(params)
     if isinstance(fmt, TextFormatJsonSchema):
         body["output_format"] = {"type": "json_schema",
                                  "schema": fmt.schema if isinstance(fmt.schema, dict) else {"type": "object"}}
@@ -479,9 +415,8 @@ def _parameters(params: CreateResponseBody, deployment: Deployment, body: dict[s
 
 
 def _reasoning(params: CreateResponseBody, deployment: Deployment, body: dict[str, Any]) -> None:
-    reasoning = params.reasoning
-    effort = reasoning.effort if reasoning is not UNSET and reasoning is not None else None
-    if not isinstance(effort, str):
+    effort = reasoning_effort(params)
+    if effort is None:
         return
     if effort == "none":
         body["thinking"] = {"type": "disabled"}

@@ -27,7 +27,8 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from providers.http import ErrorMapper, decode_json
+from providers.common import count, finish_from, token_usage
+from providers.http import ErrorMapper, decode_events, decode_json
 from proxy.errors import UpstreamError
 from proxy.schema.deltas import (
     Delta,
@@ -42,7 +43,7 @@ from proxy.schema.deltas import (
     ToolCallStart,
     UsageDelta,
 )
-from proxy.schema.response import InputTokensDetails, Usage
+from proxy.schema.response import Usage
 
 _FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -76,17 +77,15 @@ _json_encode = msgspec.json.Encoder().encode
 
 def finish_reason(value: Any) -> FinishReason:
     """An Anthropic ``stop_reason`` as the gateway's; unknown values count as a normal stop."""
-    return _FINISH.get(value, "stop") if isinstance(value, str) else "stop"
+    return finish_from(_FINISH, value)
 
 
 def usage_from(raw: Mapping[str, Any]) -> Usage:
     """Anthropic's ``input_tokens`` excludes prompt-cache reads and writes; Responses counts every
     input token, with the cache reads as ``cached_tokens``. Thinking tokens are inside
     ``output_tokens`` and not reported apart."""
-    prompt, written, read, output = (_int(raw.get(name)) for name in _USAGE_FIELDS)
-    total_input = prompt + written + read
-    return Usage(input_tokens=total_input, output_tokens=output, total_tokens=total_input + output,
-                 input_tokens_details=InputTokensDetails(cached_tokens=read))
+    prompt, written, read, output = (count(raw.get(name)) for name in _USAGE_FIELDS)
+    return token_usage(prompt + written + read, output, cached=read)
 
 
 def reply_info(message: Mapping[str, Any]) -> ResponseInfo | None:
@@ -314,18 +313,7 @@ class AnthropicStreamDecoder:
 async def decode_stream(events: AsyncIterator[tuple[str | None, bytes]], provider: str,
                         map_error: ErrorMapper) -> AsyncGenerator[Delta, None]:
     """Deltas for one streamed Messages turn, read from ``providers.http.iter_sse``."""
-    decoder = AnthropicStreamDecoder(provider, map_error)
-    try:
-        async for event, data in events:
-            for delta in decoder.feed(event, data):
-                yield delta
-            if decoder.done:
-                break
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:  # release the upstream connection now, not at garbage collection
-            await aclose()
-    for delta in decoder.close():
+    async for delta in decode_events(events, AnthropicStreamDecoder(provider, map_error)):
         yield delta
 
 
@@ -334,10 +322,6 @@ def _index(payload: Mapping[str, Any], provider: str) -> int:
     if not isinstance(index, int) or isinstance(index, bool):
         raise UpstreamError(f"{provider} sent a content block event without an index")
     return index
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _str(value: Any) -> str:

@@ -36,3 +36,10 @@ class Provider(Protocol):
 
 class ProviderFactory(Protocol):
     def __call__(self, session: aiohttp.ClientSession) -> Provider: ...
+
+
+class SessionProvider:
+    """Base of the adapters: each calls its upstream over the worker's one session."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session

@@ -49,7 +49,6 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
-import aiohttp
 import msgspec
 import yarl
 from botocore.auth import SigV4Auth
@@ -57,7 +56,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from msgspec import UNSET
 
-from providers.base import PreparedCall
+from providers.base import PreparedCall, SessionProvider
 from providers.bedrock_stream import (
     arguments_text,
     decode_stream,
@@ -66,7 +65,9 @@ from providers.bedrock_stream import (
     tier_info,
     usage_from,
 )
-from providers.http import auth_headers, decode_json, join_url, parse_retry_after, read_body, send
+from providers.common import TEXT_PARTS, Refusals, call_arguments, output_format, part_texts, reasoning_effort
+from providers.http import auth_headers, join_url, parse_retry_after, read_json, safe_message, send
+from providers.media import data_url
 from proxy.errors import (
     ContextTooLong,
     GatewayError,
@@ -78,7 +79,7 @@ from proxy.errors import (
     UpstreamTimeout,
     error_for_upstream_status,
 )
-from proxy.schema.content import InputFile, InputImage, InputText, OutputText, Refusal, Text
+from proxy.schema.content import InputFile, InputImage, InputText
 from proxy.schema.deltas import (
     Delta,
     Finish,
@@ -104,8 +105,7 @@ from proxy.schema.upstream import Deployment, UpstreamRequest
 
 log = logging.getLogger(__name__)
 _json_encode = msgspec.json.Encoder().encode
-_MAX_MESSAGE = 2000
-_TEXT_PARTS = (InputText, OutputText, Text)
+_REFUSE = Refusals("Bedrock Converse")
 _SERVICE = "bedrock"
 _REGION_IN_HOST = re.compile(r"^bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com$")
 _TOOL_USE_ID = re.compile(r"^[a-zA-Z0-9_.:-]{1,64}$")
@@ -141,11 +141,8 @@ _ERROR_STATUS = {
 }
 
 
-class BedrockProvider:
+class BedrockProvider(SessionProvider):
     """``Provider`` for the ``bedrock`` dialect (Converse / ConverseStream)."""
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
 
     def prepare(self, request: UpstreamRequest) -> PreparedCall:
         deployment = request.deployment
@@ -178,9 +175,7 @@ class BedrockProvider:
             async for delta in decode_stream(response, provider, _map_error):
                 yield delta
             return
-        reply = decode_json(await read_body(response, provider), provider)
-        if not isinstance(reply, Mapping):
-            raise UpstreamError(f"{provider} sent an unexpected reply")
+        _, reply = await read_json(response, provider)
         for delta in _reply_deltas(reply, provider):
             yield delta
 
@@ -201,9 +196,7 @@ def _map_error(status: int, headers: Mapping[str, str], body: bytes) -> GatewayE
     data = data if isinstance(data, dict) else {}
     kind = headers.get("x-amzn-errortype") or str(data.get("__type") or "")
     kind = kind.split(":", 1)[0].rsplit("#", 1)[-1].lower()
-    message = str(data.get("message") or data.get("Message") or f"Bedrock error {kind or status}")
-    if len(message) > _MAX_MESSAGE:
-        message = message[:_MAX_MESSAGE] + "..."
+    message = safe_message(str(data.get("message") or data.get("Message") or f"Bedrock error {kind or status}"))
     status = _ERROR_STATUS.get(kind, status)
     if kind == "modeltimeoutexception":
         return UpstreamTimeout(message)
@@ -243,11 +236,8 @@ def _system(instructions: str | None, items: list[Item]) -> list[dict[str, Any]]
             content = item.content
             if isinstance(content, str):
                 texts.append(content)
-                continue
-            for n, part in enumerate(content):
-                if not isinstance(part, _TEXT_PARTS):
-                    raise _unsupported_part(part, "system and developer messages", f"input[{index}].content[{n}]")
-                texts.append(part.text)
+            else:
+                texts += part_texts(content, f"input[{index}].content", "system and developer messages", _REFUSE)
     return [{"text": text} for text in texts if text.strip()]
 
 
@@ -283,8 +273,9 @@ def _messages(items: list[Item]) -> tuple[list[dict[str, Any]], bool]:
                 conversation.add("assistant", *_assistant_blocks(item.content, f"input[{index}].content"))
         elif isinstance(item, FunctionCall):
             conversation.tool_blocks = True
-            conversation.add("assistant", {"toolUse": {"toolUseId": _tool_use_id(item.call_id), "name": item.name,
-                                                       "input": _arguments(item.arguments, index)}})
+            conversation.add("assistant", {"toolUse": {
+                "toolUseId": _tool_use_id(item.call_id), "name": item.name,
+                "input": call_arguments(item.arguments, f"input[{index}].arguments", "for Bedrock Converse")}})
         elif isinstance(item, FunctionCallOutput):
             conversation.tool_blocks = True
             conversation.add("user", {"toolResult": {"toolUseId": _tool_use_id(item.call_id),
@@ -295,8 +286,7 @@ def _messages(items: list[Item]) -> tuple[list[dict[str, Any]], bool]:
             if state is not None:
                 conversation.add("assistant", {"reasoningContent": state})
         else:
-            raise UnsupportedFeature(f"input items of type {_kind(item)!r} are not supported by this model's provider "
-                                     "(Bedrock Converse)", param=f"input[{index}]")
+            raise _REFUSE.item(item, index)
     messages = conversation.messages
     if not messages or messages[0]["role"] != "user":
         raise InvalidRequest("Bedrock Converse needs the conversation to start with a user message", param="input")
@@ -308,7 +298,7 @@ def _user_blocks(content: str | list[Any], param: str) -> list[dict[str, Any]]:
         return [{"text": content}] if content.strip() else []
     blocks: list[dict[str, Any]] = []
     for n, part in enumerate(content):
-        if isinstance(part, _TEXT_PARTS):
+        if isinstance(part, TEXT_PARTS):
             if part.text.strip():
                 blocks.append({"text": part.text})
         else:
@@ -317,17 +307,8 @@ def _user_blocks(content: str | list[Any], param: str) -> list[dict[str, Any]]:
 
 
 def _assistant_blocks(content: str | list[Any], param: str) -> list[dict[str, Any]]:
-    texts: list[str] = []
-    if isinstance(content, str):
-        texts.append(content)
-    else:
-        for n, part in enumerate(content):
-            if isinstance(part, _TEXT_PARTS):
-                texts.append(part.text)
-            elif isinstance(part, Refusal):
-                texts.append(part.refusal)
-            else:
-                raise _unsupported_part(part, "assistant messages", f"{param}[{n}]")
+    texts = [content] if isinstance(content, str) else part_texts(content, param, "assistant messages", _REFUSE,
+                                                                   refusals=True)
     return [{"text": text} for text in texts if text.strip()]
 
 
@@ -358,16 +339,16 @@ def _media_block(part: Any, param: str) -> dict[str, Any]:
             raise UnsupportedFeature(f"Bedrock Converse does not take {media_type or 'untyped'} files "
                                      "(pdf, csv, doc, docx, xls, xlsx, html, txt, md)", param=param)
         return {"document": {"format": document_format, "name": _document_name(stem), "source": {"bytes": data}}}
-    raise _unsupported_part(part, "user messages", param)
+    raise _REFUSE.part(part, "user messages", param)
 
 
 def _data_url(url: str, param: str) -> tuple[str, str]:
     """``(media type, base64 payload)`` of a data: URL; a percent-encoded payload is re-encoded."""
-    header, comma, payload = url[len("data:"):].partition(",")
-    if not comma:
+    parts = data_url(url)
+    if parts is None:
         raise InvalidRequest("malformed data: URL", param=param)
-    media_type, _, flags = header.partition(";")
-    if "base64" in flags.split(";"):
+    media_type, parameters, payload = parts
+    if "base64" in parameters:
         return media_type.strip().lower(), payload
     return media_type.strip().lower(), base64.b64encode(unquote_to_bytes(payload)).decode()
 
@@ -387,25 +368,12 @@ def _tool_use_id(call_id: str) -> str:
     return f"{re.sub(r'[^a-zA-Z0-9_.:-]', '_', call_id)[:47]}_{digest}"
 
 
-def _arguments(arguments: str, index: int) -> Any:
-    if not arguments.strip():
-        return {}
-    try:
-        value = msgspec.json.decode(arguments)
-    except msgspec.DecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise InvalidRequest("function_call arguments must be a JSON object for Bedrock Converse",
-                             param=f"input[{index}].arguments")
-    return value
-
-
 def _tool_output(output: str | list[Any], index: int) -> list[dict[str, Any]]:
     if isinstance(output, str):
         return [{"text": output}]
     blocks: list[dict[str, Any]] = []
     for n, part in enumerate(output):
-        if isinstance(part, _TEXT_PARTS):
+        if isinstance(part, TEXT_PARTS):
             blocks.append({"text": part.text})
         else:
             blocks.append(_media_block(part, f"input[{index}].output[{n}]"))
@@ -425,17 +393,6 @@ def _reasoning_block(item: Reasoning) -> dict[str, Any] | None:
                                     or isinstance(block.get("redactedContent"), str)):
         return block
     return None
-
-
-def _kind(value: Any) -> str:
-    """The wire ``type`` of an item or part: its tag, or an opaque item's own type."""
-    config = getattr(value, "__struct_config__", None)
-    return str(config.tag) if config is not None else str(getattr(value, "type", type(value).__name__))
-
-
-def _unsupported_part(part: Any, where: str, param: str) -> UnsupportedFeature:
-    return UnsupportedFeature(f"{_kind(part)} content parts are not supported in {where} by Bedrock Converse",
-                              param=param)
 
 
 def _tool_history_as_text(item: Item) -> Item:
@@ -464,8 +421,7 @@ def _tool_config(tools: list[Tool], choice: ToolChoice | None, has_tool_blocks: 
     elif isinstance(choice, SpecificFunction):
         native = {"tool": {"name": choice.name}}
     else:
-        raise UnsupportedFeature(f"tool_choice of type {getattr(choice, 'type', choice)!r} is not supported by "
-                                 "this model's provider (Bedrock Converse)", param="tool_choice")
+        raise _REFUSE.tool_choice(choice)
     if choice == "none" and not has_tool_blocks:
         return None
     if not tools:
@@ -483,8 +439,7 @@ def _tool_config(tools: list[Tool], choice: ToolChoice | None, has_tool_blocks: 
 
 def _tool_spec(tool: Tool, index: int) -> dict[str, Any]:
     if not isinstance(tool, FunctionTool):
-        raise UnsupportedFeature(f"tools of type {tool.type!r} are not supported by this model's provider "
-                                 "(Bedrock Converse)", param=f"tools[{index}]")
+        raise _REFUSE.tool(tool, index)
     parameters = tool.parameters if isinstance(tool.parameters, dict) else {"type": "object", "properties": {}}
     spec: dict[str, Any] = {"name": tool.name, "inputSchema": {"json": parameters}}
     if isinstance(tool.description, str) and tool.description:
@@ -510,8 +465,7 @@ def _parameters(params: CreateResponseBody, deployment: Deployment, body: dict[s
         if getattr(params, name) not in (UNSET, None, 0):
             raise UnsupportedFeature(f"{name} is not supported by this model's provider (Bedrock Converse)",
                                      param=name)
-    text = params.text
-    fmt = text.format if text is not UNSET and text is not None else None
+    fmt = output_format(params)
     if isinstance(fmt, TextFormatJsonObject):
         raise UnsupportedFeature("Bedrock Converse has no JSON-object mode; use a json_schema format",
                                  param="text.format")
@@ -536,16 +490,15 @@ def _parameters(params: CreateResponseBody, deployment: Deployment, body: dict[s
 def _thinking(params: CreateResponseBody, deployment: Deployment, max_tokens: int | None) -> dict[str, Any] | None:
     """Claude's extended thinking for ``reasoning.effort``. Other families have no common switch:
     their deployments set ``quirks.reasoning_effort: false`` to drop the effort."""
-    reasoning = params.reasoning
-    effort = reasoning.effort if reasoning is not UNSET and reasoning is not None else None
-    if effort is None or effort is UNSET or effort == "none" or not deployment.quirks.reasoning_effort:
+    effort = reasoning_effort(params)
+    if effort is None or effort == "none" or not deployment.quirks.reasoning_effort:
         return None
     model = deployment.model.lower()
     if "anthropic" not in model and "claude" not in model and deployment.options.get("model_family") != "anthropic":
         raise UnsupportedFeature("reasoning.effort is translated for Anthropic Claude models on Bedrock only; "
                                  "set the deployment's quirks.reasoning_effort to false to drop it",
                                  param="reasoning.effort")
-    budget = _THINKING_BUDGET[str(effort)]
+    budget = _THINKING_BUDGET[effort]
     if max_tokens is not None:  # the budget counts against max_output_tokens and must stay below it
         budget = min(budget, max_tokens - 1)
         if budget < _MIN_THINKING:

@@ -25,8 +25,9 @@ import aiohttp
 import msgspec
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 
-from providers.http import ErrorMapper, decode_json
-from proxy.errors import UpstreamError, UpstreamTimeout
+from providers.common import count, finish_from, token_usage
+from providers.http import ErrorMapper, decode_json, stream_errors
+from proxy.errors import UpstreamError
 from proxy.schema.deltas import (
     Delta,
     Finish,
@@ -39,7 +40,7 @@ from proxy.schema.deltas import (
     ToolCallStart,
     UsageDelta,
 )
-from proxy.schema.response import InputTokensDetails, Usage
+from proxy.schema.response import Usage
 
 _FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -59,18 +60,16 @@ def finish_reason(value: Any, provider: str) -> FinishReason:
     turn (retryable: the next sample may be fine); unknown values count as a normal stop."""
     if value in _MALFORMED:
         raise UpstreamError(f"{provider} stopped the reply: the model produced {str(value).replace('_', ' ')}")
-    return _FINISH.get(value, "stop") if isinstance(value, str) else "stop"
+    return finish_from(_FINISH, value)
 
 
 def usage_from(raw: Any) -> Usage | None:
     """Bedrock usage: ``inputTokens`` excludes cache reads and writes, Responses counts them."""
     if not isinstance(raw, Mapping):
         return None
-    cache_read = _int(raw.get("cacheReadInputTokens"))
-    prompt = _int(raw.get("inputTokens")) + cache_read + _int(raw.get("cacheWriteInputTokens"))
-    completion = _int(raw.get("outputTokens"))
-    return Usage(input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion,
-                 input_tokens_details=InputTokensDetails(cached_tokens=cache_read))
+    cache_read = count(raw.get("cacheReadInputTokens"))
+    return token_usage(count(raw.get("inputTokens")) + cache_read + count(raw.get("cacheWriteInputTokens")),
+                       count(raw.get("outputTokens")), cached=cache_read)
 
 
 def tier_info(raw: Mapping[str, Any]) -> ResponseInfo | None:
@@ -211,20 +210,15 @@ async def decode_stream(response: aiohttp.ClientResponse, provider: str,
     when the consumer stops early (the client went away)."""
     decoder = ConverseStreamDecoder(provider, map_error)
     frames = EventStreamBuffer()
-    try:
-        async for chunk in response.content.iter_any():
-            frames.add_data(chunk)
-            for message in frames:
-                for delta in decoder.feed(message):
-                    yield delta
-    except ParserError as exc:
-        raise UpstreamError(f"{provider} sent a corrupt event stream frame") from exc
-    except TimeoutError as exc:
-        raise UpstreamTimeout(f"{provider} stream stalled") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"{provider} stream was cut: {type(exc).__name__}") from exc
-    finally:
-        response.close()
+    with stream_errors(response, provider):
+        try:
+            async for chunk in response.content.iter_any():
+                frames.add_data(chunk)
+                for message in frames:
+                    for delta in decoder.feed(message):
+                        yield delta
+        except ParserError as exc:
+            raise UpstreamError(f"{provider} sent a corrupt event stream frame") from exc
     for delta in decoder.close():
         yield delta
 
@@ -232,7 +226,3 @@ async def decode_stream(response: aiohttp.ClientResponse, provider: str,
 def _index(event: Mapping[str, Any]) -> int:
     index = event.get("contentBlockIndex")
     return index if isinstance(index, int) and not isinstance(index, bool) else 0
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -38,28 +38,42 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import msgspec
 from msgspec import UNSET
 
-from providers.base import PreparedCall
+from providers.base import PreparedCall, SessionProvider
+from providers.common import (
+    TEXT_PARTS,
+    AssistantTurn,
+    Refusals,
+    assistant_turns,
+    chat_function,
+    class_name,
+    count,
+    finish_from,
+    output_format,
+    part_texts,
+    put,
+    reasoning_effort,
+    token_usage,
+    tool_call_start,
+)
 from providers.http import (
     ErrorMapper,
     auth_headers,
+    decode_events,
     decode_json,
-    error_message,
     iter_sse,
     join_url,
     parse_retry_after,
-    read_body,
+    read_error,
+    read_json,
     send,
 )
 from proxy.errors import GatewayError, UnsupportedFeature, UpstreamError, error_for_upstream_status
-from proxy.ids import new_id
-from proxy.schema.content import InputImage, InputText, OutputText, ReasoningText, Refusal, SummaryText, Text
+from proxy.schema.content import InputImage
 from proxy.schema.deltas import (
     Delta,
     Finish,
@@ -67,10 +81,9 @@ from proxy.schema.deltas import (
     ReasoningDelta,
     TextDelta,
     ToolCallArguments,
-    ToolCallStart,
     UsageDelta,
 )
-from proxy.schema.items import FunctionCall, FunctionCallOutput, Item, Message, OpaqueItem, Reasoning
+from proxy.schema.items import Item, Message, OpaqueItem
 from proxy.schema.request import (
     CreateResponseBody,
     FunctionTool,
@@ -80,13 +93,12 @@ from proxy.schema.request import (
     Tool,
     ToolChoice,
 )
-from proxy.schema.response import InputTokensDetails, Usage
+from proxy.schema.response import Usage
 from proxy.schema.upstream import UpstreamRequest
 
 _PATH = "/chat"
 log = logging.getLogger(__name__)
-_MAX_MESSAGE = 2000
-_TEXT_PARTS = (InputText, OutputText, Text)
+_REFUSE = Refusals("Cohere", part_name=class_name)
 _FINISH: dict[str, FinishReason] = {
     "COMPLETE": "stop",
     "STOP_SEQUENCE": "stop",
@@ -101,11 +113,8 @@ _PLAN_KEY = "plan"
 _json_encode = msgspec.json.Encoder().encode
 
 
-class CohereProvider:
+class CohereProvider(SessionProvider):
     """``Provider`` for the ``cohere`` dialect."""
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
 
     def prepare(self, request: UpstreamRequest) -> PreparedCall:
         deployment = request.deployment
@@ -113,7 +122,7 @@ class CohereProvider:
                                 "messages": _messages(request.items, request.instructions)}
         tools, choice = _tools_and_choice(request.tools, request.tool_choice)
         if tools:
-            body["tools"] = [_tool(tool) for tool in tools]
+            body["tools"] = [chat_function(tool, ("description", "parameters")) for tool in tools]
             if any(tool.strict is True for tool in tools):
                 body["strict_tools"] = True
         if choice is not None:
@@ -134,10 +143,7 @@ class CohereProvider:
             async for delta in decode_stream(iter_sse(response, provider), provider, map_error, single_call):
                 yield delta
             return
-        raw = await read_body(response, provider)
-        reply = decode_json(raw, provider)
-        if not isinstance(reply, Mapping):
-            raise UpstreamError(f"{provider} sent an unexpected reply")
+        _, reply = await read_json(response, provider)
         for delta in _reply_deltas(reply, map_error, single_call):
             yield delta
 
@@ -146,12 +152,7 @@ class CohereProvider:
 def _map_error(status: int, headers: Mapping[str, str], body: bytes, *, secret: str | None = None) -> GatewayError:
     """The adapter's one error mapper. Cohere errors are ``{"id"?, "message"}`` with no code, so
     the status decides; only the (shortened, redacted) message travels on."""
-    log.debug("upstream error %s: %r", status, body[:4096])
-    message, _, _ = error_message(body)
-    if secret:
-        message = message.replace(secret, "[redacted]")
-    if len(message) > _MAX_MESSAGE:
-        message = message[:_MAX_MESSAGE] + "..."
+    message, _, _ = read_error(log, status, body, secret)
     return error_for_upstream_status(status, message, retry_after=parse_retry_after(headers))
 
 
@@ -162,91 +163,40 @@ def _raise_failed_finish(reason: str, map_error: ErrorMapper) -> None:
 
 
 # -- request translation -----------------------------------------------------------------------
-@dataclass(slots=True)
-class _AssistantTurn:
-    thinking: list[str] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    calls: list[dict[str, Any]] = field(default_factory=list)
-
-    def message(self) -> dict[str, Any] | None:
-        thinking = [{"type": "thinking", "thinking": text} for text in self.thinking]
-        if self.calls:
-            message: dict[str, Any] = {"role": "assistant", "tool_calls": self.calls}
-            if self.texts:
-                message["tool_plan"] = "\n\n".join(self.texts)
-            if thinking:
-                message["content"] = thinking
-            return message
-        if not self.texts:
-            return None
-        return {"role": "assistant", "content": thinking + [{"type": "text", "text": text} for text in self.texts]}
-
-
 def _messages(items: list[Item], instructions: str | None) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if instructions:
         messages.append({"role": "system", "content": instructions})
-    turn: _AssistantTurn | None = None
-
-    def flush() -> None:
-        nonlocal turn
-        if turn is not None and (message := turn.message()) is not None:
-            messages.append(message)
-        turn = None
-
-    for index, item in enumerate(items):
-        if isinstance(item, Reasoning | FunctionCall) or (isinstance(item, Message) and item.role == "assistant"):
-            if turn is not None and ((turn.calls and not isinstance(item, FunctionCall))
-                                     or (turn.texts and isinstance(item, Reasoning))):
-                flush()  # text after calls, or reasoning after text or calls, starts the next turn
-            turn = turn or _AssistantTurn()
-            if isinstance(item, FunctionCall):
-                turn.calls.append({"id": item.call_id, "type": "function",
-                                   "function": {"name": item.name, "arguments": item.arguments}})
-            elif isinstance(item, Reasoning):
-                text = _reasoning_text(item)
-                if text:
-                    turn.thinking.append(text)
-            else:
-                turn.texts.append(_assistant_text(item, index))
+    for entry in assistant_turns(items, _REFUSE):
+        if isinstance(entry, AssistantTurn):
+            message = _assistant_message(entry)
+            if message is not None:
+                messages.append(message)
             continue
-        flush()
+        index, item = entry
         if isinstance(item, Message):
             messages.append(_message(item, index))
-        elif isinstance(item, FunctionCallOutput):
-            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": _tool_output(item.output, index)})
         else:
-            raise UnsupportedFeature(f"input items of type {_item_type(item)!r} are not supported by this model's "
-                                     "provider (Cohere)", param=f"input[{index}]")
-    flush()
+            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": _tool_output(item.output, index)})
     return messages
 
 
-def _item_type(item: Item) -> str:
-    return item.type if isinstance(item, OpaqueItem) else str(type(item).__struct_config__.tag)
-
-
-def _reasoning_text(item: Reasoning) -> str:
-    """The reasoning as one text: its raw content if any, else its summary."""
-    content = item.content if isinstance(item.content, list) else []
-    parts = [part.text for part in content if isinstance(part, ReasoningText | SummaryText | Text)]
-    if not parts:
-        parts = [part.text for part in item.summary if isinstance(part, SummaryText | ReasoningText | Text)]
-    return "\n\n".join(part for part in parts if part)
-
-
-def _assistant_text(item: Message, index: int) -> str:
-    if isinstance(item.content, str):
-        return item.content
-    texts = []
-    for n, part in enumerate(item.content):
-        if isinstance(part, _TEXT_PARTS):
-            texts.append(part.text)
-        elif isinstance(part, Refusal):
-            texts.append(part.refusal)
-        else:
-            raise _unsupported_part(part, "assistant messages", f"input[{index}].content[{n}]")
-    return "".join(texts)
+def _assistant_message(turn: AssistantTurn) -> dict[str, Any] | None:
+    """One assistant turn: thinking parts, then text parts or, beside tool calls, a ``tool_plan``;
+    nothing for a turn of reasoning alone (Cohere needs no thinking back)."""
+    thinking = [{"type": "thinking", "thinking": text} for text in turn.thinking]
+    if turn.calls:
+        message: dict[str, Any] = {"role": "assistant", "tool_calls": [
+            {"id": call.call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for _, call in turn.calls]}
+        if turn.texts:
+            message["tool_plan"] = "\n\n".join(turn.texts)
+        if thinking:
+            message["content"] = thinking
+        return message
+    if not turn.texts:
+        return None
+    return {"role": "assistant", "content": thinking + [{"type": "text", "text": text} for text in turn.texts]}
 
 
 def _message(item: Message, index: int) -> dict[str, Any]:
@@ -258,94 +208,60 @@ def _message(item: Message, index: int) -> dict[str, Any]:
 
 
 def _part(part: Any, role: str, param: str) -> dict[str, Any]:
-    if isinstance(part, _TEXT_PARTS):
+    if isinstance(part, TEXT_PARTS):
         return {"type": "text", "text": part.text}
     if isinstance(part, InputImage) and role == "user":
         if not part.image_url:
             raise UnsupportedFeature("Cohere takes images by URL or data: URL, not by file_id", param=param)
         return {"type": "image_url", "image_url": {"url": part.image_url, "detail": part.detail}}
-    raise _unsupported_part(part, f"{role} messages", param)
+    raise _REFUSE.part(part, f"{role} messages", param)
 
 
 def _tool_output(output: str | list[Any], index: int) -> str | list[dict[str, Any]]:
     if isinstance(output, str):
         return output
-    parts = []
-    for n, part in enumerate(output):
-        if not isinstance(part, _TEXT_PARTS):
-            raise _unsupported_part(part, "tool outputs", f"input[{index}].output[{n}]")
-        parts.append({"type": "text", "text": part.text})
-    return parts
-
-
-def _unsupported_part(part: Any, where: str, param: str) -> UnsupportedFeature:
-    kind = getattr(part, "type", None) or type(part).__name__
-    return UnsupportedFeature(f"{kind} content parts are not supported in {where} by Cohere", param=param)
+    return [{"type": "text", "text": text}
+            for text in part_texts(output, f"input[{index}].output", "tool outputs", _REFUSE)]
 
 
 def _tools_and_choice(tools: list[Tool], choice: ToolChoice | None) -> tuple[list[FunctionTool], str | None]:
     """Cohere tools and ``tool_choice``. Cohere cannot name a tool to call, so a named function or
     ``allowed_tools`` narrows the tools sent to those, forced with ``REQUIRED`` when the choice is."""
-    functions: list[FunctionTool] = []
-    for index, tool in enumerate(tools):
-        if not isinstance(tool, FunctionTool):
-            raise UnsupportedFeature(f"tools of type {tool.type!r} are not supported by this model's provider "
-                                     "(Cohere)", param=f"tools[{index}]")
-        functions.append(tool)
+    functions = _REFUSE.functions(tools)
     if choice is None or choice == "auto":
         return functions, None
     if isinstance(choice, str):
         return functions, choice.upper()
     if isinstance(choice, OpaqueItem):
-        raise UnsupportedFeature(f"tool_choice of type {choice.type!r} is not supported by this model's provider "
-                                 "(Cohere)", param="tool_choice")
+        raise _REFUSE.tool_choice(choice)
     names = [choice.name] if isinstance(choice, SpecificFunction) else [tool.name for tool in choice.tools]
     chosen = [tool for tool in functions if tool.name in names]  # proxy.decoding checked they exist
     mode = "required" if isinstance(choice, SpecificFunction) else choice.mode
     return chosen, None if mode == "auto" else mode.upper()
 
 
-def _tool(tool: FunctionTool) -> dict[str, Any]:
-    function: dict[str, Any] = {"name": tool.name}
-    for name in ("description", "parameters"):
-        value = getattr(tool, name)
-        if value is not UNSET and value is not None:
-            function[name] = value
-    return {"type": "function", "function": function}
-
-
 def _parameters(params: CreateResponseBody, body: dict[str, Any]) -> None:
     """Sampling, limits and output options; only what the caller set is sent."""
-
-    def put(name: str, value: Any) -> None:
-        if value is not UNSET and value is not None:
-            body[name] = value
-
     if params.top_logprobs not in (UNSET, None, 0):
         raise UnsupportedFeature("Cohere does not return top log probabilities", param="top_logprobs")
-    text = params.text
-    if text is not UNSET and text is not None:
-        fmt = text.format
-        if isinstance(fmt, TextFormatJsonSchema):
-            body["response_format"] = {"type": "json_object"}
-            if fmt.schema is not UNSET and fmt.schema is not None:
-                body["response_format"]["json_schema"] = fmt.schema
-        elif isinstance(fmt, TextFormatJsonObject):
-            body["response_format"] = {"type": "json_object"}
-    reasoning = params.reasoning
-    if reasoning is not UNSET and reasoning is not None and isinstance(reasoning.effort, str):
-        effort = reasoning.effort
-        if effort == "none":
-            body["thinking"] = {"type": "disabled"}
-        else:
-            body["thinking"] = {"type": "enabled"}
-            if effort in _THINKING_BUDGET:
-                body["thinking"]["token_budget"] = _THINKING_BUDGET[effort]
-    put("max_tokens", params.max_output_tokens)
-    put("temperature", params.temperature)
-    put("p", params.top_p)
-    put("presence_penalty", params.presence_penalty)
-    put("frequency_penalty", params.frequency_penalty)
+    fmt = output_format(params)
+    if isinstance(fmt, TextFormatJsonSchema):
+        body["response_format"] = {"type": "json_object"}
+        put(body["response_format"], "json_schema", fmt.schema)
+    elif isinstance(fmt, TextFormatJsonObject):
+        body["response_format"] = {"type": "json_object"}
+    effort = reasoning_effort(params)
+    if effort == "none":
+        body["thinking"] = {"type": "disabled"}
+    elif effort is not None:
+        body["thinking"] = {"type": "enabled"}
+        if effort in _THINKING_BUDGET:
+            body["thinking"]["token_budget"] = _THINKING_BUDGET[effort]
+    put(body, "max_tokens", params.max_output_tokens)
+    put(body, "temperature", params.temperature)
+    put(body, "p", params.top_p)
+    put(body, "presence_penalty", params.presence_penalty)
+    put(body, "frequency_penalty", params.frequency_penalty)
 
 
 # -- replies -----------------------------------------------------------------------------------
@@ -357,25 +273,19 @@ def _usage(raw: Any) -> Usage | None:
     if not isinstance(counts, Mapping):
         counts = raw.get("billed_units")
     counts = counts if isinstance(counts, Mapping) else {}
-    input_tokens, output_tokens = _int(counts.get("input_tokens")), _int(counts.get("output_tokens"))
-    return Usage(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens,
-                 input_tokens_details=InputTokensDetails(cached_tokens=_int(raw.get("cached_tokens"))))
+    return token_usage(count(counts.get("input_tokens")), count(counts.get("output_tokens")),
+                       cached=count(raw.get("cached_tokens")))
 
 
 def _finish(reason: Any, map_error: ErrorMapper) -> Finish:
     reason = reason if isinstance(reason, str) else ""
     _raise_failed_finish(reason, map_error)
-    return Finish(reason=_FINISH.get(reason, "stop"))
+    return Finish(reason=finish_from(_FINISH, reason))
 
 
 def _call_deltas(key: str, tool_call: Mapping[str, Any]) -> list[Delta]:
-    function = tool_call.get("function")
-    function = function if isinstance(function, Mapping) else {}
-    name, call_id = function.get("name"), tool_call.get("id")
-    if not isinstance(name, str) or not name:
-        raise UpstreamError("upstream returned a tool call without a name")
-    out: list[Delta] = [ToolCallStart(key=key, call_id=call_id if isinstance(call_id, str) and call_id
-                                      else new_id("call"), name=name)]
+    start, function = tool_call_start(key, tool_call)
+    out: list[Delta] = [start]
     arguments = function.get("arguments")
     if isinstance(arguments, str) and arguments:
         out.append(ToolCallArguments(key=key, text=arguments))
@@ -479,20 +389,5 @@ class CohereStreamDecoder:
 async def decode_stream(events: AsyncIterator[tuple[str | None, bytes]], provider: str, map_error: ErrorMapper,
                         single_call: bool = False) -> AsyncGenerator[Delta, None]:
     """Deltas for one streamed turn, read from ``providers.http.iter_sse``."""
-    decoder = CohereStreamDecoder(provider, map_error, single_call)
-    try:
-        async for event, data in events:
-            for delta in decoder.feed(event, data):
-                yield delta
-            if decoder.done:
-                break
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:  # release the upstream connection now, not at garbage collection
-            await aclose()
-    for delta in decoder.close():
+    async for delta in decode_events(events, CohereStreamDecoder(provider, map_error, single_call)):
         yield delta
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -58,15 +58,24 @@ import aiohttp
 import msgspec
 from msgspec import UNSET
 
-from providers.base import PreparedCall
+from providers.base import PreparedCall, SessionProvider
+from providers.common import (
+    TEXT_PARTS,
+    Refusals,
+    call_arguments,
+    class_name,
+    output_format,
+    part_texts,
+    put,
+)
 from providers.gemini_stream import (
     MINTED_CALL_PREFIX,
     GeminiDecoder,
     decode_signatures,
-    decode_stream,
 )
 from providers.google_auth import DEFAULT_TOKEN_URL, ServiceAccountTokens
-from providers.http import decode_json, iter_sse, join_url, parse_retry_after, read_body, send
+from providers.http import decode_events, iter_sse, join_url, parse_retry_after, read_body, safe_message, send
+from providers.media import base64_data_url
 from proxy.errors import (
     ContextTooLong,
     GatewayError,
@@ -75,7 +84,7 @@ from proxy.errors import (
     UnsupportedFeature,
     error_for_upstream_status,
 )
-from proxy.schema.content import InputFile, InputImage, InputText, InputVideo, OutputText, Refusal, Text
+from proxy.schema.content import InputFile, InputImage, InputText, InputVideo
 from proxy.schema.deltas import Delta
 from proxy.schema.items import (
     Compaction,
@@ -84,7 +93,6 @@ from proxy.schema.items import (
     Item,
     ItemReference,
     Message,
-    OpaqueItem,
     Reasoning,
 )
 from proxy.schema.request import (
@@ -100,8 +108,7 @@ from proxy.schema.request import (
 from proxy.schema.upstream import Deployment, UpstreamRequest
 
 log = logging.getLogger(__name__)
-_MAX_MESSAGE = 2000
-_TEXT_PARTS = (InputText, OutputText, Text)
+_REFUSE = Refusals("Gemini", part_name=class_name)
 _BUDGETS = {"none": 0, "minimal": 200, "low": 1600, "medium": 6400, "high": 24576, "xhigh": 24576}
 """Thinking budget per ``reasoning.effort`` (the steps the recorded clients use; 24576 is the
 most Gemini 2.5 Flash takes). ``none`` turns thinking off where the model allows it."""
@@ -118,11 +125,11 @@ _CONTEXT_TOO_LONG = "exceeds the maximum number of tokens"
 """How Gemini words a prompt over the context window (a plain 400 INVALID_ARGUMENT)."""
 
 
-class GeminiProvider:
+class GeminiProvider(SessionProvider):
     """``Provider`` for the ``gemini`` dialect (AI Studio and Vertex AI)."""
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+        super().__init__(session)
         self._tokens: dict[tuple[str, str], ServiceAccountTokens] = {}
 
     def prepare(self, request: UpstreamRequest) -> PreparedCall:
@@ -164,11 +171,10 @@ class GeminiProvider:
         response = await self._send(call, deployment, map_error)
         decoder = GeminiDecoder(provider, map_error, tier_header=response.headers.get("x-gemini-service-tier"))
         if request.stream:
-            async for delta in decode_stream(iter_sse(response, provider), decoder, provider):
+            async for delta in decode_events(iter_sse(response, provider), decoder):
                 yield delta
             return
-        raw = await read_body(response, provider)
-        deltas = decoder.feed(decode_json(raw, provider), raw) + decoder.close()
+        deltas = decoder.feed(None, await read_body(response, provider)) + decoder.close()
         for delta in deltas:
             yield delta
 
@@ -231,10 +237,7 @@ def _map_error(status: int, headers: Mapping[str, str], body: bytes, *, secret: 
     the upstream echo it)."""
     log.debug("upstream error %s: %r", status, body[:4096])
     message, grpc_status, reasons, retry_delay = _error_fields(body)
-    if secret:
-        message = message.replace(secret, "[redacted]")
-    if len(message) > _MAX_MESSAGE:
-        message = message[:_MAX_MESSAGE] + "..."
+    message = safe_message(message, secret)
     if reasons & _AUTH_REASONS:
         status = 401
     if status == 400 and _CONTEXT_TOO_LONG in message:
@@ -326,31 +329,25 @@ def _contents(items: list[Item], instructions: str | None) -> tuple[list[dict[st
                 model = _ModelTurn()
             _model_item(model, item, param)
             continue
-        raise _unsupported_item(item, param)
+        raise _unsupported_item(item, index)
     close_model()
     close_responses()
     return contents, system
 
 
-def _unsupported_item(item: Item, param: str) -> UnsupportedFeature:
+def _unsupported_item(item: Item, index: int) -> UnsupportedFeature:
+    param = f"input[{index}]"
     if isinstance(item, Compaction):
         return UnsupportedFeature("compaction items cannot be sent to a Gemini upstream", param=param)
     if isinstance(item, ItemReference):
         return UnsupportedFeature(f"item_reference {item.id!r} was not resolved", param=param)
-    kind = item.type if isinstance(item, OpaqueItem) else type(item).__name__
-    return UnsupportedFeature(f"input items of type {kind!r} are not supported by this model's provider (Gemini)",
-                              param=param)
+    return _REFUSE.item(item, index)
 
 
 def _model_item(model: _ModelTurn, item: Message | FunctionCall | Reasoning, param: str) -> None:
     if isinstance(item, FunctionCall):
-        try:
-            args = msgspec.json.decode(item.arguments) if item.arguments.strip() else {}
-        except msgspec.DecodeError:
-            args = None
-        if not isinstance(args, dict):
-            raise InvalidRequest("function_call arguments must be a JSON object for Gemini", param=f"{param}.arguments")
-        call: dict[str, Any] = {"name": item.name, "args": args}
+        call: dict[str, Any] = {"name": item.name,
+                                "args": call_arguments(item.arguments, f"{param}.arguments", "for Gemini")}
         if not item.call_id.startswith(MINTED_CALL_PREFIX):  # an id Gemini (or the client) chose
             call["id"] = item.call_id
         part = {"functionCall": call}
@@ -358,8 +355,8 @@ def _model_item(model: _ModelTurn, item: Message | FunctionCall | Reasoning, par
         model.call_parts[item.call_id] = part
     elif isinstance(item, Message):
         content = item.content
-        texts = [content] if isinstance(content, str) else [
-            _assistant_text(part, f"{param}.content[{n}]") for n, part in enumerate(content)]
+        texts = [content] if isinstance(content, str) else part_texts(content, f"{param}.content",
+                                                                       "assistant messages", _REFUSE, refusals=True)
         model.parts += [{"text": text} for text in texts if text]
     else:
         model.parts += [{"text": part.text, "thought": True} for part in item.summary if part.text]
@@ -391,23 +388,11 @@ def _sign_from_end(parts: list[dict[str, Any]], signatures: dict[int, str], *, t
             candidates[-1 - back]["thoughtSignature"] = signature
 
 
-def _assistant_text(part: Any, param: str) -> str:
-    if isinstance(part, _TEXT_PARTS):
-        return str(part.text)
-    if isinstance(part, Refusal):
-        return part.refusal
-    raise _unsupported_part(part, "assistant messages", param)
-
-
 def _system_parts(item: Message, param: str) -> list[dict[str, Any]]:
     if isinstance(item.content, str):
         return [{"text": item.content}] if item.content else []
-    texts: list[dict[str, Any]] = []
-    for n, part in enumerate(item.content):
-        if not isinstance(part, _TEXT_PARTS):
-            raise _unsupported_part(part, "system and developer messages", f"{param}.content[{n}]")
-        texts.append({"text": part.text})
-    return texts
+    return [{"text": text} for text in part_texts(item.content, f"{param}.content", "system and developer messages",
+                                                  _REFUSE)]
 
 
 def _user_parts(item: Message, param: str) -> list[dict[str, Any]]:
@@ -417,7 +402,7 @@ def _user_parts(item: Message, param: str) -> list[dict[str, Any]]:
 
 
 def _user_part(part: Any, param: str) -> dict[str, Any]:
-    if isinstance(part, _TEXT_PARTS):
+    if isinstance(part, TEXT_PARTS):
         return {"text": part.text}
     if isinstance(part, InputImage):
         if not part.image_url:
@@ -434,18 +419,17 @@ def _user_part(part: Any, param: str) -> dict[str, Any]:
         raise UnsupportedFeature("Gemini takes files as file_data or file_url, not by file_id", param=param)
     if isinstance(part, InputVideo):
         return _media(part.video_url, None, param)
-    raise _unsupported_part(part, "user messages", param)
+    raise _REFUSE.part(part, "user messages", param)
 
 
 def _media(url: str, filename: Any, param: str) -> dict[str, Any]:
     """``inlineData`` for a ``data:`` URL (its base64 passed on as given), ``fileData`` for any
     other URL (Files API, ``gs://`` or ``https``)."""
     if url.startswith("data:"):
-        header, comma, data = url[len("data:"):].partition(",")
-        mime_type, _, encoding = header.partition(";")
-        if not comma or encoding != "base64" or not mime_type:
+        inline = base64_data_url(url)
+        if inline is None:
             raise InvalidRequest("a data: URL for Gemini must be base64 with a media type", param=param)
-        return {"inlineData": {"mimeType": mime_type, "data": data}}
+        return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
     return {"fileData": {"mimeType": _guess_type(filename, url, param), "fileUri": url}}
 
 
@@ -468,18 +452,13 @@ def _function_response(item: FunctionCallOutput, name: str | None, param: str) -
         texts = []
         for n, part in enumerate(output):
             if not isinstance(part, InputText):
-                raise _unsupported_part(part, "function_call_output", f"{param}.output[{n}]")
+                raise _REFUSE.part(part, "function_call_output", f"{param}.output[{n}]")
             texts.append(part.text)
         output = "".join(texts)
     response: dict[str, Any] = {"name": name, "response": {"output": output}}
     if not item.call_id.startswith(MINTED_CALL_PREFIX):
         response["id"] = item.call_id
     return {"functionResponse": response}
-
-
-def _unsupported_part(part: Any, where: str, param: str) -> UnsupportedFeature:
-    kind = getattr(part, "type", None) or type(part).__name__
-    return UnsupportedFeature(f"{kind} content parts are not supported in {where} by Gemini", param=param)
 
 
 # -- tools -------------------------------------------------------------------------------------
@@ -489,8 +468,7 @@ def _tools(tools: list[Tool], choice: ToolChoice | None) -> tuple[list[dict[str,
     declarations = []
     for index, tool in enumerate(tools):
         if not isinstance(tool, FunctionTool):
-            raise UnsupportedFeature(f"tools of type {tool.type!r} are not supported by this model's provider "
-                                     "(Gemini)", param=f"tools[{index}]")
+            raise _REFUSE.tool(tool, index)
         declaration: dict[str, Any] = {"name": tool.name}
         if isinstance(tool.description, str):
             declaration["description"] = tool.description
@@ -509,28 +487,21 @@ def _tools(tools: list[Tool], choice: ToolChoice | None) -> tuple[list[dict[str,
         allowed = {tool.name for tool in choice.tools}
         subset = [declaration for declaration in declarations if declaration["name"] in allowed]
         return subset, {"mode": {"auto": "AUTO", "required": "ANY", "none": "NONE"}[choice.mode]}
-    raise UnsupportedFeature(f"tool_choice of type {choice.type!r} is not supported by this model's provider "
-                             "(Gemini)", param="tool_choice")
+    raise _REFUSE.tool_choice(choice)
 
 
 # -- generation config -------------------------------------------------------------------------
 def _generation_config(params: CreateResponseBody, deployment: Deployment) -> dict[str, Any]:
     config: dict[str, Any] = {}
-
-    def put(name: str, value: Any) -> None:
-        if value is not UNSET and value is not None:
-            config[name] = value
-
-    put("temperature", params.temperature)
-    put("topP", params.top_p)
-    put("maxOutputTokens", params.max_output_tokens)
-    put("presencePenalty", params.presence_penalty)
-    put("frequencyPenalty", params.frequency_penalty)
+    put(config, "temperature", params.temperature)
+    put(config, "topP", params.top_p)
+    put(config, "maxOutputTokens", params.max_output_tokens)
+    put(config, "presencePenalty", params.presence_penalty)
+    put(config, "frequencyPenalty", params.frequency_penalty)
     if isinstance(params.top_logprobs, int) and params.top_logprobs > 0:
         raise UnsupportedFeature("top_logprobs is not supported by this model's provider (Gemini)",
                                  param="top_logprobs")
-    text = params.text
-    fmt = text.format if text is not UNSET and text is not None else None
+    fmt = output_format(params)
     if isinstance(fmt, TextFormatJsonSchema):
         config["responseMimeType"] = "application/json"
         if isinstance(fmt.schema, dict):

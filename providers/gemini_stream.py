@@ -25,11 +25,12 @@ empty text part at the end of the reply.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
+from providers.common import count, token_usage
 from providers.http import ErrorMapper, decode_json
 from proxy.errors import UpstreamError
 from proxy.schema.deltas import (
@@ -45,7 +46,7 @@ from proxy.schema.deltas import (
     ToolCallStart,
     UsageDelta,
 )
-from proxy.schema.response import InputTokensDetails, OutputTokensDetails, Usage
+from proxy.schema.response import Usage
 
 MINTED_CALL_PREFIX = "call_gem_"
 """Call ids minted here start with this; only ids that do not are sent back to Gemini as ``id``."""
@@ -107,21 +108,19 @@ def usage_from(meta: Any) -> Usage | None:
     output is candidates plus thoughts, with the thoughts as reasoning tokens."""
     if not isinstance(meta, Mapping):
         return None
-    prompt = _int(meta.get("promptTokenCount")) + _int(meta.get("toolUsePromptTokenCount"))
-    thoughts = _int(meta.get("thoughtsTokenCount"))
-    output = _int(meta.get("candidatesTokenCount")) + thoughts
-    return Usage(
-        input_tokens=prompt,
-        output_tokens=output,
-        total_tokens=_int(meta.get("totalTokenCount")) or prompt + output,
-        input_tokens_details=InputTokensDetails(cached_tokens=_int(meta.get("cachedContentTokenCount"))),
-        output_tokens_details=OutputTokensDetails(reasoning_tokens=thoughts),
-    )
+    thoughts = count(meta.get("thoughtsTokenCount"))
+    return token_usage(count(meta.get("promptTokenCount")) + count(meta.get("toolUsePromptTokenCount")),
+                       count(meta.get("candidatesTokenCount")) + thoughts,
+                       cached=count(meta.get("cachedContentTokenCount")), reasoning=thoughts,
+                       total=count(meta.get("totalTokenCount")))
 
 
 class GeminiDecoder:
     """Turns ``GenerateContentResponse`` chunks of one reply into deltas. ``feed`` takes one
-    chunk; ``close`` ends the turn (signatures, usage, finish)."""
+    chunk (an SSE event's data, or the whole reply); ``close`` ends the turn (signatures, usage,
+    finish). Gemini marks no end of stream, so ``done`` stays false: the stream's end is the end."""
+
+    done = False
 
     def __init__(self, provider: str, map_error: ErrorMapper, *, tier_header: str | None = None) -> None:
         self._provider = provider
@@ -141,7 +140,8 @@ class GeminiDecoder:
         self._finish_message = ""
         self._blocked = False
 
-    def feed(self, chunk: Any, raw: bytes) -> list[Delta]:
+    def feed(self, event: str | None, raw: bytes) -> list[Delta]:
+        chunk = decode_json(raw, self._provider)
         if not isinstance(chunk, Mapping):
             raise UpstreamError(f"{self._provider} sent an unexpected reply")
         error = chunk.get("error")
@@ -288,22 +288,3 @@ class GeminiDecoder:
             else:
                 state.empty.append(signature)
         return state
-
-
-async def decode_stream(events: AsyncIterator[tuple[str | None, bytes]], decoder: GeminiDecoder,
-                        provider: str) -> AsyncGenerator[Delta, None]:
-    """Deltas for one streamed turn, read from ``providers.http.iter_sse``."""
-    try:
-        async for _event, data in events:
-            for delta in decoder.feed(decode_json(data, provider), data):
-                yield delta
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:  # release the upstream connection now, not at garbage collection
-            await aclose()
-    for delta in decoder.close():
-        yield delta
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import msgspec
 
 from providers.base import PreparedCall
 from proxy.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from proxy.schema.deltas import Delta
 from proxy.schema.upstream import Deployment
 
 _json_encode = msgspec.json.Encoder().encode
 ErrorMapper = Callable[[int, Mapping[str, str], bytes], GatewayError]
+MAX_MESSAGE = 2000
+"""The most characters of an upstream error message that travel on to the caller."""
 
 
 def new_session(limit: int = 0) -> aiohttp.ClientSession:
@@ -116,12 +120,36 @@ async def read_body(response: aiohttp.ClientResponse, provider: str) -> bytes:
         response.release()
 
 
+async def read_json(response: aiohttp.ClientResponse, provider: str) -> tuple[bytes, Mapping[str, Any]]:
+    """A whole reply: its bytes and the JSON object they hold (anything else is an upstream error)."""
+    raw = await read_body(response, provider)
+    reply = decode_json(raw, provider)
+    if not isinstance(reply, Mapping):
+        raise UpstreamError(f"{provider} sent an unexpected reply")
+    return raw, reply
+
+
+@contextlib.contextmanager
+def stream_errors(response: aiohttp.ClientResponse, provider: str) -> Iterator[None]:
+    """Around the reading of a streamed reply: a stall or a cut becomes the gateway's upstream
+    error, and the connection is closed however reading ends (the consumer may stop early when
+    the client went away)."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise UpstreamTimeout(f"{provider} stream stalled") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"{provider} stream was cut: {type(exc).__name__}") from exc
+    finally:
+        response.close()
+
+
 async def iter_sse(response: aiohttp.ClientResponse, provider: str) -> AsyncIterator[tuple[str | None, bytes]]:
     """Yield ``(event, data)`` per SSE event; comments and keep-alives are skipped.
 
     Closes the upstream connection when the consumer stops early (client went away)."""
     buffer = b""
-    try:
+    with stream_errors(response, provider):
         async for chunk in response.content.iter_any():
             buffer += chunk
             while True:
@@ -136,12 +164,48 @@ async def iter_sse(response: aiohttp.ClientResponse, provider: str) -> AsyncIter
             parsed = _parse_sse_block(buffer)
             if parsed is not None:
                 yield parsed
-    except TimeoutError as exc:
-        raise UpstreamTimeout(f"{provider} stream stalled") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"{provider} stream was cut: {type(exc).__name__}") from exc
+
+
+async def iter_ndjson(response: aiohttp.ClientResponse, provider: str) -> AsyncGenerator[bytes, None]:
+    """Yield the non-blank lines of an NDJSON body; closes the connection when done or dropped."""
+    buffer = b""
+    with stream_errors(response, provider):
+        async for chunk in response.content.iter_any():
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            for line in lines:
+                if line.strip():
+                    yield line
+        if buffer.strip():
+            yield buffer
+
+
+class EventDecoder(Protocol):
+    """A dialect's stream decoder: ``feed`` takes one SSE event and returns its deltas, ``done``
+    is set once the upstream marked the end, ``close`` returns the deltas that end the turn."""
+
+    done: bool
+
+    def feed(self, event: str | None, data: bytes) -> list[Delta]: ...
+
+    def close(self) -> list[Delta]: ...
+
+
+async def decode_events(events: AsyncIterator[tuple[str | None, bytes]],
+                        decoder: EventDecoder) -> AsyncGenerator[Delta, None]:
+    """The deltas of one streamed turn: ``decoder`` fed the events of ``iter_sse`` until it is
+    ``done``, then closed."""
+    try:
+        async for event, data in events:
+            for delta in decoder.feed(event, data):
+                yield delta
+            if decoder.done:
+                break
     finally:
-        response.close()
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:  # release the upstream connection now, not at garbage collection
+            await aclose()
+    for delta in decoder.close():
+        yield delta
 
 
 def _find_event_end(buffer: bytes) -> tuple[int, int]:
@@ -176,6 +240,25 @@ def decode_json(data: bytes, provider: str) -> Any:
         return msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
         raise UpstreamError(f"{provider} sent malformed JSON") from exc
+
+
+def safe_message(message: str, secret: str | None = None) -> str:
+    """An upstream error message fit for the caller: the deployment's key replaced should the
+    upstream echo it, and at most ``MAX_MESSAGE`` characters."""
+    if secret:
+        message = message.replace(secret, "[redacted]")
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + "..."
+    return message
+
+
+def read_error(log: logging.Logger, status: int, body: bytes,
+               secret: str | None) -> tuple[str, str | None, str | None]:
+    """What an adapter's ``_map_error`` starts with: the raw body to ``log`` at debug level only,
+    then ``error_message(body)`` with the message made safe (``safe_message``)."""
+    log.debug("upstream error %s: %r", status, body[:4096])
+    message, code, param = error_message(body)
+    return safe_message(message, secret), code, param
 
 
 def error_message(body: bytes) -> tuple[str, str | None, str | None]:

@@ -41,34 +41,41 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import msgspec
 from msgspec import UNSET
 
-from providers.base import PreparedCall
+from providers.base import PreparedCall, SessionProvider
+from providers.common import (
+    TEXT_PARTS,
+    AssistantTurn,
+    Refusals,
+    assistant_turns,
+    chat_function,
+    class_name,
+    count,
+    json_object,
+    output_format,
+    part_texts,
+    put,
+    reasoning_effort,
+    token_usage,
+    tool_call_start,
+)
 from providers.http import (
     ErrorMapper,
     auth_headers,
     decode_json,
-    error_message,
+    iter_ndjson,
     join_url,
     parse_retry_after,
     read_body,
+    read_error,
     send,
 )
-from proxy.errors import (
-    GatewayError,
-    InvalidRequest,
-    UnsupportedFeature,
-    UpstreamError,
-    UpstreamTimeout,
-    error_for_upstream_status,
-)
-from proxy.ids import new_id
-from proxy.schema.content import InputImage, InputText, OutputText, ReasoningText, Refusal, SummaryText, Text
+from proxy.errors import GatewayError, UnsupportedFeature, UpstreamError, error_for_upstream_status
+from proxy.schema.content import InputImage
 from proxy.schema.deltas import (
     Delta,
     Finish,
@@ -77,13 +84,11 @@ from proxy.schema.deltas import (
     ResponseInfo,
     TextDelta,
     ToolCallArguments,
-    ToolCallStart,
     UsageDelta,
 )
-from proxy.schema.items import FunctionCall, FunctionCallOutput, Item, Message, OpaqueItem, Reasoning
+from proxy.schema.items import FunctionCall, Item, Message, OpaqueItem
 from proxy.schema.request import (
     CreateResponseBody,
-    FunctionTool,
     SpecificFunction,
     TextFormatJsonObject,
     TextFormatJsonSchema,
@@ -95,17 +100,14 @@ from proxy.schema.upstream import UpstreamRequest
 
 _PATH = "/api/chat"
 log = logging.getLogger(__name__)
-_MAX_MESSAGE = 2000
-_TEXT_PARTS = (InputText, OutputText, Text)
+_REFUSE = Refusals("Ollama", part_name=class_name)
+_TOOL_FIELDS = ("description", "parameters")
 _BASE64_MARK = ";base64,"
 _json_encode = msgspec.json.Encoder().encode
 
 
-class OllamaProvider:
+class OllamaProvider(SessionProvider):
     """``Provider`` for the ``ollama`` dialect."""
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
 
     def prepare(self, request: UpstreamRequest) -> PreparedCall:
         deployment = request.deployment
@@ -127,7 +129,7 @@ class OllamaProvider:
         decoder = OllamaStreamDecoder(provider, map_error, single_call=request.body.parallel_tool_calls is False)
         response = await send(self._session, call, deployment, map_error)
         if request.stream:
-            lines = _iter_lines(response, provider)
+            lines = iter_ndjson(response, provider)
             try:
                 async for line in lines:
                     for delta in decoder.feed(line):
@@ -145,114 +147,52 @@ class OllamaProvider:
 def _map_error(status: int, headers: Mapping[str, str], body: bytes, *, secret: str | None = None) -> GatewayError:
     """The adapter's one error mapper: ``{"error": "..."}`` carries only a message, so the status
     decides (404: unknown model). Only the (shortened, redacted) message travels on."""
-    log.debug("upstream error %s: %r", status, body[:4096])
-    message, _, _ = error_message(body)
-    if secret:
-        message = message.replace(secret, "[redacted]")
-    if len(message) > _MAX_MESSAGE:
-        message = message[:_MAX_MESSAGE] + "..."
+    message, _, _ = read_error(log, status, body, secret)
     return error_for_upstream_status(status, message, retry_after=parse_retry_after(headers))
 
 
 # -- request translation -----------------------------------------------------------------------
-@dataclass(slots=True)
-class _AssistantTurn:
-    thinking: list[str] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    calls: list[dict[str, Any]] = field(default_factory=list)
-
-    def message(self) -> dict[str, Any] | None:
-        if not self.texts and not self.calls:
-            return None  # reasoning alone: Ollama needs no thinking back
-        message: dict[str, Any] = {"role": "assistant", "content": "\n\n".join(self.texts)}
-        if self.thinking:
-            message["thinking"] = "\n\n".join(self.thinking)
-        if self.calls:
-            message["tool_calls"] = self.calls
-        return message
-
-
 def _messages(items: list[Item], instructions: str | None) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if instructions:
         messages.append({"role": "system", "content": instructions})
     names: dict[str, str] = {}  # call_id -> function name, for the tool results that follow
-    turn: _AssistantTurn | None = None
-
-    def flush() -> None:
-        nonlocal turn
-        if turn is not None and (message := turn.message()) is not None:
-            messages.append(message)
-        turn = None
-
-    for index, item in enumerate(items):
-        if isinstance(item, Reasoning | FunctionCall) or (isinstance(item, Message) and item.role == "assistant"):
-            if turn is not None and ((turn.calls and not isinstance(item, FunctionCall))
-                                     or (turn.texts and isinstance(item, Reasoning))):
-                flush()  # text after calls, or reasoning after text or calls, starts the next turn
-            turn = turn or _AssistantTurn()
-            if isinstance(item, FunctionCall):
-                names[item.call_id] = item.name
-                turn.calls.append({"function": {"name": item.name, "arguments": _arguments(item, index)}})
-            elif isinstance(item, Reasoning):
-                text = _reasoning_text(item)
-                if text:
-                    turn.thinking.append(text)
-            else:
-                turn.texts.append(_assistant_text(item, index))
+    for entry in assistant_turns(items, _REFUSE):
+        if isinstance(entry, AssistantTurn):
+            names.update((call.call_id, call.name) for _, call in entry.calls)
+            message = _assistant_message(entry)
+            if message is not None:
+                messages.append(message)
             continue
-        flush()
+        index, item = entry
         if isinstance(item, Message):
             messages.append(_message(item, index))
-        elif isinstance(item, FunctionCallOutput):
+        else:
             result = {"role": "tool", "content": _tool_output(item.output, index)}
             if item.call_id in names:
                 result["tool_name"] = names[item.call_id]
             messages.append(result)
-        else:
-            raise UnsupportedFeature(f"input items of type {_item_type(item)!r} are not supported by this model's "
-                                     "provider (Ollama)", param=f"input[{index}]")
-    flush()
     return messages
 
 
-def _item_type(item: Item) -> str:
-    return item.type if isinstance(item, OpaqueItem) else str(type(item).__struct_config__.tag)
+def _assistant_message(turn: AssistantTurn) -> dict[str, Any] | None:
+    """One assistant turn: its texts, thinking and calls (arguments as objects, no ids); nothing
+    for reasoning alone (Ollama needs no thinking back)."""
+    if not turn.texts and not turn.calls:
+        return None
+    message: dict[str, Any] = {"role": "assistant", "content": "\n\n".join(turn.texts)}
+    if turn.thinking:
+        message["thinking"] = "\n\n".join(turn.thinking)
+    if turn.calls:
+        message["tool_calls"] = [{"function": {"name": call.name, "arguments": _arguments(call, index)}}
+                                 for index, call in turn.calls]
+    return message
 
 
 def _arguments(item: FunctionCall, index: int) -> dict[str, Any]:
     """Ollama takes arguments as a JSON object, not a string."""
-    try:
-        value = msgspec.json.decode(item.arguments or "{}")
-    except msgspec.DecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise InvalidRequest("function_call arguments must be a JSON object for this model's provider (Ollama)",
-                             param=f"input[{index}].arguments")
-    return value
-
-
-def _reasoning_text(item: Reasoning) -> str:
-    """The reasoning as one text: its raw content if any, else its summary."""
-    content = item.content if isinstance(item.content, list) else []
-    parts = [part.text for part in content if isinstance(part, ReasoningText | SummaryText | Text)]
-    if not parts:
-        parts = [part.text for part in item.summary if isinstance(part, SummaryText | ReasoningText | Text)]
-    return "\n\n".join(part for part in parts if part)
-
-
-def _assistant_text(item: Message, index: int) -> str:
-    if isinstance(item.content, str):
-        return item.content
-    texts = []
-    for n, part in enumerate(item.content):
-        if isinstance(part, _TEXT_PARTS):
-            texts.append(part.text)
-        elif isinstance(part, Refusal):
-            texts.append(part.refusal)
-        else:
-            raise _unsupported_part(part, "assistant messages", f"input[{index}].content[{n}]")
-    return "".join(texts)
+    return json_object(item.arguments or "{}", "function_call arguments must be a JSON object for this model's "
+                       "provider (Ollama)", f"input[{index}].arguments")
 
 
 def _message(item: Message, index: int) -> dict[str, Any]:
@@ -263,12 +203,12 @@ def _message(item: Message, index: int) -> dict[str, Any]:
     images: list[str] = []
     for n, part in enumerate(item.content):
         param = f"input[{index}].content[{n}]"
-        if isinstance(part, _TEXT_PARTS):
+        if isinstance(part, TEXT_PARTS):
             texts.append(part.text)
         elif isinstance(part, InputImage) and role == "user":
             images.append(_image(part, param))
         else:
-            raise _unsupported_part(part, f"{role} messages", param)
+            raise _REFUSE.part(part, f"{role} messages", param)
     message: dict[str, Any] = {"role": role, "content": "\n".join(texts)}
     if images:
         message["images"] = images
@@ -288,51 +228,26 @@ def _image(part: InputImage, param: str) -> str:
 def _tool_output(output: str | list[Any], index: int) -> str:
     if isinstance(output, str):
         return output
-    texts = []
-    for n, part in enumerate(output):
-        if not isinstance(part, _TEXT_PARTS):
-            raise _unsupported_part(part, "tool outputs", f"input[{index}].output[{n}]")
-        texts.append(part.text)
-    return "\n".join(texts)
-
-
-def _unsupported_part(part: Any, where: str, param: str) -> UnsupportedFeature:
-    kind = getattr(part, "type", None) or type(part).__name__
-    return UnsupportedFeature(f"{kind} content parts are not supported in {where} by Ollama", param=param)
+    return "\n".join(part_texts(output, f"input[{index}].output", "tool outputs", _REFUSE))
 
 
 def _tools(tools: list[Tool], choice: ToolChoice | None) -> list[dict[str, Any]]:
     """Ollama tools after ``tool_choice``: Ollama always lets the model choose, so a choice that
     forces a call is refused and one that rules tools out sends none."""
-    functions: list[FunctionTool] = []
-    for index, tool in enumerate(tools):
-        if not isinstance(tool, FunctionTool):
-            raise UnsupportedFeature(f"tools of type {tool.type!r} are not supported by this model's provider "
-                                     "(Ollama)", param=f"tools[{index}]")
-        functions.append(tool)
+    functions = _REFUSE.functions(tools)
     if choice is None or choice == "auto":
-        return [_tool(tool) for tool in functions]
+        return [chat_function(tool, _TOOL_FIELDS) for tool in functions]
     if choice == "none":
         return []
     if isinstance(choice, OpaqueItem):
-        raise UnsupportedFeature(f"tool_choice of type {choice.type!r} is not supported by this model's provider "
-                                 "(Ollama)", param="tool_choice")
+        raise _REFUSE.tool_choice(choice)
     if choice == "required" or isinstance(choice, SpecificFunction) or choice.mode == "required":
         raise UnsupportedFeature("Ollama cannot force a tool call (tool_choice required or a named function)",
                                  param="tool_choice")
     if choice.mode == "none":
         return []
     names = {tool.name for tool in choice.tools}  # proxy.decoding checked they exist
-    return [_tool(tool) for tool in functions if tool.name in names]
-
-
-def _tool(tool: FunctionTool) -> dict[str, Any]:
-    function: dict[str, Any] = {"name": tool.name}
-    for name in ("description", "parameters"):
-        value = getattr(tool, name)
-        if value is not UNSET and value is not None:
-            function[name] = value
-    return {"type": "function", "function": function}
+    return [chat_function(tool, _TOOL_FIELDS) for tool in functions if tool.name in names]
 
 
 def _parameters(params: CreateResponseBody, body: dict[str, Any]) -> None:
@@ -340,46 +255,24 @@ def _parameters(params: CreateResponseBody, body: dict[str, Any]) -> None:
     if params.top_logprobs not in (UNSET, None, 0):
         raise UnsupportedFeature("Ollama does not return top log probabilities through the gateway",
                                  param="top_logprobs")
-    text = params.text
-    if text is not UNSET and text is not None:
-        fmt = text.format
-        if isinstance(fmt, TextFormatJsonSchema):
-            body["format"] = fmt.schema if isinstance(fmt.schema, dict) else "json"
-        elif isinstance(fmt, TextFormatJsonObject):
-            body["format"] = "json"
-    reasoning = params.reasoning
-    if reasoning is not UNSET and reasoning is not None and isinstance(reasoning.effort, str):
-        body["think"] = reasoning.effort != "none"
+    fmt = output_format(params)
+    if isinstance(fmt, TextFormatJsonSchema):
+        body["format"] = fmt.schema if isinstance(fmt.schema, dict) else "json"
+    elif isinstance(fmt, TextFormatJsonObject):
+        body["format"] = "json"
+    effort = reasoning_effort(params)
+    if effort is not None:
+        body["think"] = effort != "none"
     options: dict[str, Any] = {}
     for name, value in (("num_predict", params.max_output_tokens), ("temperature", params.temperature),
                         ("top_p", params.top_p), ("presence_penalty", params.presence_penalty),
                         ("frequency_penalty", params.frequency_penalty)):
-        if value is not UNSET and value is not None:
-            options[name] = value
+        put(options, name, value)
     if options:
         body["options"] = options
 
 
 # -- replies -----------------------------------------------------------------------------------
-async def _iter_lines(response: aiohttp.ClientResponse, provider: str) -> AsyncGenerator[bytes, None]:
-    """Yield the non-blank lines of an NDJSON body; closes the connection when done or dropped."""
-    buffer = b""
-    try:
-        async for chunk in response.content.iter_any():
-            *lines, buffer = (buffer + chunk).split(b"\n")
-            for line in lines:
-                if line.strip():
-                    yield line
-        if buffer.strip():
-            yield buffer
-    except TimeoutError as exc:
-        raise UpstreamTimeout(f"{provider} stream stalled") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(f"{provider} stream was cut: {type(exc).__name__}") from exc
-    finally:
-        response.close()
-
-
 class OllamaStreamDecoder:
     """Turns ``/api/chat`` objects (NDJSON lines, or a whole reply) into deltas. Item keys are
     minted per segment: a new item starts whenever the kind of output changes."""
@@ -417,8 +310,7 @@ class OllamaStreamDecoder:
                 if isinstance(tool_call, Mapping) and not (self._single_call and self._calls):
                     out += self._tool_call(tool_call)
         if chunk.get("done") is True:
-            prompt, generated = _int(chunk.get("prompt_eval_count")), _int(chunk.get("eval_count"))
-            self._usage = Usage(input_tokens=prompt, output_tokens=generated, total_tokens=prompt + generated)
+            self._usage = token_usage(count(chunk.get("prompt_eval_count")), count(chunk.get("eval_count")))
             length = chunk.get("done_reason") == "length"
             self._finish = "max_output_tokens" if length else "tool_calls" if self._calls else "stop"
         return out
@@ -438,20 +330,10 @@ class OllamaStreamDecoder:
         return f"{kind}{self._segment}"
 
     def _tool_call(self, tool_call: Mapping[str, Any]) -> list[Delta]:
-        function = tool_call.get("function")
-        function = function if isinstance(function, Mapping) else {}
-        name, call_id, arguments = function.get("name"), tool_call.get("id"), function.get("arguments")
-        if not isinstance(name, str) or not name:
-            raise UpstreamError(f"{self._provider} returned a tool call without a name")
+        start, function = tool_call_start(f"call{self._segment + 1}", tool_call, self._provider)
         self._calls += 1
         self._segment += 1
         self._kind = "call"
-        key = f"call{self._segment}"
+        arguments = function.get("arguments")
         text = _json_encode(arguments if isinstance(arguments, Mapping) else {}).decode()  # always an object
-        return [ToolCallStart(key=key, call_id=call_id if isinstance(call_id, str) and call_id else new_id("call"),
-                              name=name),
-                ToolCallArguments(key=key, text=text)]
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        return [start, ToolCallArguments(key=start.key, text=text)]

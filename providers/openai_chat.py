@@ -23,19 +23,28 @@ import string
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-import aiohttp
 import msgspec
 from msgspec import UNSET
 
-from providers.base import PreparedCall
+from providers.base import PreparedCall, SessionProvider
+from providers.common import (
+    TEXT_PARTS,
+    Refusals,
+    chat_function,
+    part_texts,
+    put,
+    reasoning_effort,
+    set_fields,
+    tool_call_start,
+)
 from providers.http import (
     auth_headers,
-    decode_json,
     error_message,
     iter_sse,
     join_url,
     parse_retry_after,
-    read_body,
+    read_json,
+    safe_message,
     send,
 )
 from providers.openai_chat_stream import (
@@ -48,9 +57,8 @@ from providers.openai_chat_stream import (
     reasoning_text,
     reply_info,
 )
-from proxy.errors import ContextTooLong, GatewayError, UnsupportedFeature, UpstreamError, error_for_upstream_status
-from proxy.ids import new_id
-from proxy.schema.content import InputFile, InputImage, InputText, OutputText, Refusal, Text
+from proxy.errors import ContextTooLong, GatewayError, UnsupportedFeature, error_for_upstream_status
+from proxy.schema.content import InputFile, InputImage
 from proxy.schema.deltas import (
     Delta,
     Finish,
@@ -58,7 +66,6 @@ from proxy.schema.deltas import (
     RefusalDelta,
     TextDelta,
     ToolCallArguments,
-    ToolCallStart,
     UsageDelta,
 )
 from proxy.schema.items import (
@@ -85,17 +92,13 @@ from proxy.schema.upstream import Quirks, UpstreamRequest
 
 _PATH = "/chat/completions"
 log = logging.getLogger(__name__)
-_MAX_MESSAGE = 2000
-_TEXT_PARTS = (InputText, OutputText, Text)
+_REFUSE = Refusals("Chat Completions")
 _ALNUM9 = re.compile(r"[A-Za-z0-9]{9}")
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
 
-class OpenAIChatProvider:
+class OpenAIChatProvider(SessionProvider):
     """``Provider`` for the ``openai_chat`` dialect."""
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
 
     def prepare(self, request: UpstreamRequest) -> PreparedCall:
         deployment = request.deployment
@@ -123,10 +126,7 @@ class OpenAIChatProvider:
             async for delta in decode_stream(iter_sse(response, provider), provider, map_error):
                 yield delta
             return
-        raw = await read_body(response, provider)
-        reply = decode_json(raw, provider)
-        if not isinstance(reply, Mapping):
-            raise UpstreamError(f"{provider} sent an unexpected reply")
+        raw, reply = await read_json(response, provider)
         if reply.get("error"):  # some compatible hosts answer 200 with an error body
             raise_error_payload(reply, raw, map_error)
         for delta in _reply_deltas(reply):
@@ -141,13 +141,9 @@ def _map_error(status: int, headers: Mapping[str, str], body: bytes, *, secret: 
     the upstream echo it); the rest of the body is not exposed."""
     log.debug("upstream error %s: %r", status, body[:4096])
     message, code, param = error_message(body)
-    message = _validation_errors(body) or message
+    message = safe_message(_validation_errors(body) or message, secret)
     if code is not None and code.isdigit():  # OpenRouter and Azure repeat the HTTP status as the code
         code = None
-    if secret:
-        message = message.replace(secret, "[redacted]")
-    if len(message) > _MAX_MESSAGE:
-        message = message[:_MAX_MESSAGE] + "..."
     if code == "context_length_exceeded":
         return ContextTooLong(message, param=param)
     return error_for_upstream_status(status, message, code=code, param=param,
@@ -219,8 +215,7 @@ def _messages(items: list[Item], instructions: str | None, quirks: Quirks) -> li
         elif isinstance(item, ItemReference):
             raise UnsupportedFeature(f"item_reference {item.id!r} was not resolved", param=f"input[{index}]")
         elif isinstance(item, OpaqueItem):
-            raise UnsupportedFeature(f"input items of type {item.type!r} are not supported by this model's "
-                                     "provider (Chat Completions)", param=f"input[{index}]")
+            raise _REFUSE.item(item, index)
     return messages
 
 
@@ -255,30 +250,19 @@ def _message(item: Message, index: int, quirks: Quirks) -> dict[str, Any]:
         return {"role": role, "content": content}
     param = f"input[{index}].content"
     if role == "assistant":
-        return {"role": role, "content": "".join(_assistant_text(part, f"{param}[{n}]")
-                                                 for n, part in enumerate(content))}
+        return {"role": role, "content": "".join(part_texts(content, param, "assistant messages", _REFUSE,
+                                                            refusals=True))}
     if role in ("system", "developer"):
-        return {"role": role, "content": [_text_part(part, f"{param}[{n}]", "system and developer messages")
-                                          for n, part in enumerate(content)]}
+        return {"role": role, "content": _text_parts(content, param, "system and developer messages")}
     return {"role": role, "content": [_user_part(part, f"{param}[{n}]") for n, part in enumerate(content)]}
 
 
-def _assistant_text(part: Any, param: str) -> str:
-    if isinstance(part, _TEXT_PARTS):
-        return part.text
-    if isinstance(part, Refusal):
-        return part.refusal
-    raise _unsupported_part(part, "assistant messages", param)
-
-
-def _text_part(part: Any, param: str, where: str) -> dict[str, Any]:
-    if isinstance(part, _TEXT_PARTS):
-        return {"type": "text", "text": part.text}
-    raise _unsupported_part(part, where, param)
+def _text_parts(parts: list[Any], param: str, where: str) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": text} for text in part_texts(parts, param, where, _REFUSE)]
 
 
 def _user_part(part: Any, param: str) -> dict[str, Any]:
-    if isinstance(part, _TEXT_PARTS):
+    if isinstance(part, TEXT_PARTS):
         return {"type": "text", "text": part.text}
     if isinstance(part, InputImage):
         if not part.image_url:
@@ -297,19 +281,13 @@ def _user_part(part: Any, param: str) -> dict[str, Any]:
             raise UnsupportedFeature("Chat Completions takes files as file_data or file_id, not file_url",
                                      param=param)
         return {"type": "file", "file": file}
-    raise _unsupported_part(part, "user messages", param)
+    raise _REFUSE.part(part, "user messages", param)
 
 
 def _tool_output(output: str | list[Any], index: int) -> str | list[dict[str, Any]]:
     if isinstance(output, str):
         return output
-    return [_text_part(part, f"input[{index}].output[{n}]", "tool outputs") for n, part in enumerate(output)]
-
-
-def _unsupported_part(part: Any, where: str, param: str) -> UnsupportedFeature:
-    kind = part.__struct_config__.tag if isinstance(part, msgspec.Struct) else type(part).__name__
-    return UnsupportedFeature(f"{kind} content parts are not supported in {where} by Chat Completions",
-                              param=param)
+    return _text_parts(output, f"input[{index}].output", "tool outputs")
 
 
 def _tools(tools: list[Tool], choice: ToolChoice | None, quirks: Quirks, body: dict[str, Any]) -> None:
@@ -328,14 +306,8 @@ def _tools(tools: list[Tool], choice: ToolChoice | None, quirks: Quirks, body: d
 
 def _tool(tool: Tool, index: int) -> dict[str, Any]:
     if not isinstance(tool, FunctionTool):
-        raise UnsupportedFeature(f"tools of type {tool.type!r} are not supported by this model's provider "
-                                 "(Chat Completions)", param=f"tools[{index}]")
-    function: dict[str, Any] = {"name": tool.name}
-    for field in ("description", "parameters", "strict"):
-        value = getattr(tool, field)
-        if value is not UNSET and value is not None:
-            function[field] = value
-    return {"type": "function", "function": function}
+        raise _REFUSE.tool(tool, index)
+    return chat_function(tool, ("description", "parameters", "strict"))
 
 
 def _tool_choice(choice: ToolChoice, quirks: Quirks) -> Any:
@@ -350,48 +322,37 @@ def _tool_choice(choice: ToolChoice, quirks: Quirks) -> Any:
             "mode": choice.mode,
             "tools": [{"type": "function", "function": {"name": tool.name}} for tool in choice.tools],
         }}
-    raise UnsupportedFeature(f"tool_choice of type {choice.type!r} is not supported by this model's provider "
-                             "(Chat Completions)", param="tool_choice")
+    raise _REFUSE.tool_choice(choice)
 
 
 def _parameters(params: CreateResponseBody, quirks: Quirks, body: dict[str, Any]) -> None:
     """Sampling, limits and output options; only what the caller set is sent."""
-
-    def put(name: str, value: Any) -> None:
-        if value is not UNSET and value is not None:
-            body[name] = value
-
     text = params.text
     if text is not UNSET and text is not None:
         fmt = text.format
         if isinstance(fmt, TextFormatJsonSchema):
-            schema: dict[str, Any] = {"name": fmt.name}
-            for field in ("schema", "strict", "description"):
-                value = getattr(fmt, field)
-                if value is not UNSET and value is not None:
-                    schema[field] = value
+            schema = {"name": fmt.name, **set_fields(fmt, ("schema", "strict", "description"))}
             body["response_format"] = {"type": "json_schema", "json_schema": schema}
         elif isinstance(fmt, TextFormatJsonObject):
             body["response_format"] = {"type": "json_object"}
-        put("verbosity", text.verbosity)
-    reasoning = params.reasoning
-    if quirks.reasoning_effort and reasoning is not UNSET and reasoning is not None:
-        effort = reasoning.effort
-        put("reasoning_effort", quirks.reasoning_effort_map.get(effort, effort) if isinstance(effort, str) else effort)
-    put(quirks.max_tokens_field, params.max_output_tokens)
+        put(body, "verbosity", text.verbosity)
+    effort = reasoning_effort(params)
+    if quirks.reasoning_effort and effort is not None:
+        put(body, "reasoning_effort", quirks.reasoning_effort_map.get(effort, effort))
+    put(body, quirks.max_tokens_field, params.max_output_tokens)
     if quirks.sampling_params:
-        put("temperature", params.temperature)
-        put("top_p", params.top_p)
-    put("presence_penalty", params.presence_penalty)
-    put("frequency_penalty", params.frequency_penalty)
-    put("parallel_tool_calls", params.parallel_tool_calls)
+        put(body, "temperature", params.temperature)
+        put(body, "top_p", params.top_p)
+    put(body, "presence_penalty", params.presence_penalty)
+    put(body, "frequency_penalty", params.frequency_penalty)
+    put(body, "parallel_tool_calls", params.parallel_tool_calls)
     if params.top_logprobs is not UNSET and params.top_logprobs is not None:
         body["logprobs"] = True
         body["top_logprobs"] = params.top_logprobs
-    put("safety_identifier", params.safety_identifier)
-    put("prompt_cache_key", params.prompt_cache_key)
+    put(body, "safety_identifier", params.safety_identifier)
+    put(body, "prompt_cache_key", params.prompt_cache_key)
     if params.service_tier != "auto":
-        put("service_tier", params.service_tier)
+        put(body, "service_tier", params.service_tier)
 
 
 # -- whole replies -----------------------------------------------------------------------------
@@ -418,15 +379,9 @@ def _reply_deltas(reply: Mapping[str, Any]) -> list[Delta]:
         for position, tool_call in enumerate(message.get("tool_calls") or ()):
             if not isinstance(tool_call, Mapping):
                 continue
-            function = tool_call.get("function")
-            function = function if isinstance(function, Mapping) else {}
-            call_id, name = tool_call.get("id"), function.get("name")
-            if not isinstance(name, str) or not name:
-                raise UpstreamError("upstream returned a tool call without a name")
-            key = f"call{position}"
-            out.append(ToolCallStart(key=key, call_id=call_id if isinstance(call_id, str) and call_id
-                                     else new_id("call"), name=name))
-            out.append(ToolCallArguments(key=key, text=arguments_text(function.get("arguments")) or "{}"))
+            start, function = tool_call_start(f"call{position}", tool_call)
+            out.append(start)
+            out.append(ToolCallArguments(key=start.key, text=arguments_text(function.get("arguments")) or "{}"))
     usage = chunk_usage(reply)
     if usage is not None:
         out.append(UsageDelta(usage=usage))

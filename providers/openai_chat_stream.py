@@ -15,7 +15,8 @@ from typing import Any
 
 import msgspec
 
-from providers.http import ErrorMapper, decode_json
+from providers.common import count, finish_from, token_usage
+from providers.http import ErrorMapper, decode_events, decode_json
 from proxy.errors import UpstreamError
 from proxy.ids import new_id
 from proxy.schema.deltas import (
@@ -30,7 +31,7 @@ from proxy.schema.deltas import (
     ToolCallStart,
     UsageDelta,
 )
-from proxy.schema.response import InputTokensDetails, OutputTokensDetails, Usage
+from proxy.schema.response import Usage
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -58,27 +59,20 @@ def finish_reason(value: Any) -> FinishReason:
     ``error`` (Mistral: the generation failed midway) fails the turn."""
     if value == "error":
         raise UpstreamError("the upstream failed while generating (finish_reason 'error')")
-    return _FINISH.get(value, "stop") if isinstance(value, str) else "stop"
+    return finish_from(_FINISH, value)
 
 
 def usage_from(raw: Any) -> Usage | None:
     """Chat usage (``prompt_tokens`` includes cached tokens, ``completion_tokens`` reasoning)."""
     if not isinstance(raw, Mapping):
         return None
-    prompt = _int(raw.get("prompt_tokens"))
-    completion = _int(raw.get("completion_tokens"))
     prompt_details = raw.get("prompt_tokens_details")
     completion_details = raw.get("completion_tokens_details")
-    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, Mapping) else 0
-    cached = cached or _int(raw.get("num_cached_tokens"))
-    reasoning = _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, Mapping) else 0
-    return Usage(
-        input_tokens=prompt,
-        output_tokens=completion,
-        total_tokens=_int(raw.get("total_tokens")) or prompt + completion,
-        input_tokens_details=InputTokensDetails(cached_tokens=cached),
-        output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning),
-    )
+    cached = count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, Mapping) else 0
+    reasoning = count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, Mapping) else 0
+    return token_usage(count(raw.get("prompt_tokens")), count(raw.get("completion_tokens")),
+                       cached=cached or count(raw.get("num_cached_tokens")), reasoning=reasoning,
+                       total=count(raw.get("total_tokens")))
 
 
 def chunk_usage(chunk: Mapping[str, Any]) -> Usage | None:
@@ -296,23 +290,8 @@ class ChatStreamDecoder:
 async def decode_stream(events: AsyncIterator[tuple[str | None, bytes]], provider: str,
                         map_error: ErrorMapper) -> AsyncGenerator[Delta, None]:
     """Deltas for one streamed Chat Completions turn, read from ``providers.http.iter_sse``."""
-    decoder = ChatStreamDecoder(provider, map_error)
-    try:
-        async for event, data in events:
-            for delta in decoder.feed(event, data):
-                yield delta
-            if decoder.done:
-                break
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:  # release the upstream connection now, not at garbage collection
-            await aclose()
-    for delta in decoder.close():
+    async for delta in decode_events(events, ChatStreamDecoder(provider, map_error)):
         yield delta
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _is_json(text: str) -> bool:

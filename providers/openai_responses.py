@@ -14,21 +14,22 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
 import msgspec
 
-from providers.base import PreparedCall
+from providers.base import PreparedCall, SessionProvider
 from providers.http import (
+    ErrorMapper,
     auth_headers,
     decode_json,
-    error_message,
     iter_sse,
     join_url,
     parse_retry_after,
-    read_body,
+    read_error,
+    read_json,
     send,
 )
 from proxy.errors import ContextTooLong, GatewayError, UpstreamError, error_for_upstream_status
@@ -44,7 +45,6 @@ _DROPPED_FIELDS = ("previous_response_id", "background", "input", "tools", "tool
                    "instructions")
 _CORE_EVENT_PREFIXES = ("response.output_text.", "response.content_part.", "response.refusal.",
                         "response.reasoning", "response.function_call_arguments.")
-_MAX_MESSAGE = 2000
 # Status to assume for an in-band error, by its ``code`` or ``type`` (OpenAI's ResponseError codes:
 # server and rate-limit failures are worth a retry, the image/prompt ones are the caller's).
 _IN_BAND_STATUS = {
@@ -63,20 +63,13 @@ _IN_BAND_STATUS = {
 _CLIENT_CODE_MARKERS = ("image", "invalid_")
 _json_encode = msgspec.json.Encoder().encode
 
-ErrorMapper = Callable[[int, Mapping[str, str], bytes], GatewayError]
-
 
 def _map_error(status: int, headers: Mapping[str, str], body: bytes, *, secret: str | None = None) -> GatewayError:
     """The one place OpenAI Responses errors become gateway errors: status, ``retry-after`` and
     the upstream code. Only the message travels on (shortened, the deployment's key removed
     should the upstream echo it; for a refused credential not even that); the raw body goes to
     the debug log."""
-    log.debug("upstream error %s: %r", status, body[:4096])
-    message, code, param = error_message(body)
-    if secret:
-        message = message.replace(secret, "[redacted]")
-    if len(message) > _MAX_MESSAGE:
-        message = message[:_MAX_MESSAGE] + "..."
+    message, code, param = read_error(log, status, body, secret)
     if status in (401, 403):
         # OpenAI's message quotes a masked form of the gateway's own key and tells the reader to
         # fix it: that is for the operator (debug log above), not for the caller.
@@ -180,9 +173,8 @@ def _item_deltas(key: int, item: Mapping[str, Any], *, streamed: bool) -> list[d
     return out
 
 
-class OpenAIResponsesProvider:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+class OpenAIResponsesProvider(SessionProvider):
+    """``Provider`` for the ``openai_responses`` dialect."""
 
     def prepare(self, request: UpstreamRequest) -> PreparedCall:
         deployment = request.deployment
@@ -212,9 +204,7 @@ class OpenAIResponsesProvider:
         map_error: ErrorMapper = functools.partial(_map_error, secret=deployment.api_key)
         response = await send(self._session, call, deployment, map_error)
         if not request.stream:
-            data = decode_json(await read_body(response, provider), provider)
-            if not isinstance(data, dict):
-                raise UpstreamError(f"{provider} sent an unexpected reply")
+            _, data = await read_json(response, provider)
             if data.get("status") == "failed" or ("output" not in data and data.get("error")):
                 raise _in_band_error(data.get("error"), map_error)
             for index, item in enumerate(data.get("output") or []):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -37,7 +37,6 @@ import pytest
 
 from providers.anthropic import AnthropicProvider
 from providers.anthropic_stream import AnthropicStreamDecoder
-from providers.http import new_session
 from providers.simulator import SimulatorOptions, start_simulator
 from proxy.adaptation import Adapted, adapt
 from proxy.errors import (
@@ -51,9 +50,7 @@ from proxy.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from proxy.schema import events as ev
-from proxy.schema.codec import encode
-from proxy.schema.content import InputFile, InputImage, InputVideo, OutputText, Refusal
+from proxy.schema.content import InputFile, InputImage, InputVideo, Refusal
 from proxy.schema.deltas import Delta, ReasoningState
 from proxy.schema.items import (
     Compaction,
@@ -64,15 +61,42 @@ from proxy.schema.items import (
     OpaqueItem,
     Reasoning,
 )
-from proxy.schema.request import CreateResponseBody, FunctionTool
+from proxy.schema.request import FunctionTool
 from proxy.schema.response import ResponseResource
 from proxy.schema.upstream import Deployment, UpstreamRequest
 from proxy.sealing import Sealer
-from proxy.streaming import ResponseBuilder
-from tests.conformance.cassette import Interaction, Replay, fixtures_dir, load, replay, synthetic
-from tests.spec_validation import validate_resource, validate_stream
+from tests.conformance import _cases
+from tests.conformance._cases import (
+    API_KEY,
+    BOOK_SCHEMA,
+    Failure,
+    Ignore,
+    Long,
+    Outcome,
+    assert_accounted_for,
+    assistant,
+    build,
+    call,
+    case_params,
+    check_case,
+    collect,
+    converted_request,
+    fco,
+    input_text,
+    no_error,
+    offline,
+    play,
+    recorded,
+    recorded_ids,
+    replayed,
+    summary,
+    text,
+    usage_tuple,
+    user,
+    validate,
+)
+from tests.conformance.cassette import Interaction, Recording, load, replay, synthetic
 
-API_KEY = "test-key"
 FOLDER = "anthropic"
 MESSAGES_PATH = "/messages"
 TEAM = "team-a"
@@ -81,19 +105,6 @@ EPHEMERAL = {"type": "ephemeral"}
 
 
 # -- the vocabulary of cases ---------------------------------------------------------------------
-_ANY = object()
-
-
-@dataclass(frozen=True)
-class Ignore:
-    """A recorded request key the adapter does not (and need not) reproduce. ``path`` is dotted
-    with ``*`` for every list element; with ``value`` given, only that exact value is ignored."""
-
-    path: str
-    why: str
-    value: Any = _ANY
-
-
 STREAM_FALSE = Ignore("stream", "pydantic-ai sends stream:false explicitly; the adapter leaves the default out",
                       False)
 NULL_CACHE = Ignore("messages.*.content.*.cache_control", "the SDK serialises an unset cache_control as null",
@@ -111,91 +122,17 @@ TOP_K = Ignore("top_k", "top_k is not a Responses parameter", 50)
 STOP_SEQUENCES = Ignore("stop_sequences", "stop is not a Responses parameter", ["4242"])
 
 
-class Long:
-    """Expected long text: equal when prefix, suffix and length all match."""
-
-    def __init__(self, prefix: str, suffix: str, length: int) -> None:
-        self.prefix, self.suffix, self.length = prefix, suffix, length
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, str) and len(other) == self.length and other.startswith(self.prefix)
-                and other.endswith(self.suffix))
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Long({self.prefix!r}...{self.suffix!r}, {self.length})"
-
-
-def text(value: Any) -> dict[str, Any]:
-    return {"type": "message", "content": [("output_text", value)]}
-
-
-def call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
-
-
 def thought(summary: Any = None) -> dict[str, Any]:
     """A reasoning item with sealed state; ``summary`` is the thinking text (none when redacted)."""
     return {"type": "reasoning", "summary": [] if summary is None else [summary], "sealed": True}
 
 
 @dataclass(frozen=True)
-class Outcome:
-    output: list[dict[str, Any]]
-    usage: tuple[int, int, int, int, int]  # input, cached, output, reasoning, total
-    model: str
-    service_tier: str = "default"
-    incomplete: str | None = None
+class Case(_cases.Case):
+    """``request`` may be a function of the output items of ``after``, the case whose output
+    this one's request continues."""
 
-
-@dataclass(frozen=True)
-class Failure:
-    error: type[GatewayError]
-    status: int
-    code: str
-    message: str  # a substring of the mapped message
-    param: str | None = None
-    retryable: bool = False
-
-
-RequestBody = dict[str, Any] | Callable[[list[dict[str, Any]]], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    cassette: str
-    interaction: int
-    request: RequestBody  # the Responses request; a callable gets the output items of ``after``
-    expect: Outcome | Failure
-    ignore: tuple[Ignore, ...] = ()
-    options: dict[str, str] = field(default_factory=dict)
-    after: str | None = None  # the case whose output this one's request continues
-
-
-def user(content: Any) -> dict[str, Any]:
-    return {"type": "message", "role": "user", "content": content}
-
-
-def assistant(content: Any) -> dict[str, Any]:
-    return {"type": "message", "role": "assistant", "content": content}
-
-
-def fco(call_id: str, output: Any) -> dict[str, Any]:
-    return {"type": "function_call_output", "call_id": call_id, "output": output}
-
-
-def input_text(value: str) -> dict[str, Any]:
-    return {"type": "input_text", "text": value}
-
-
-def recorded(cassette: str, interaction: int, *path: str | int) -> Any:
-    """A value from a recorded request body (payloads too long to repeat here)."""
-    value = load(cassette, interactions=[interaction]).recorded_requests[0]
-    for step in path:
-        value = value[step]
-    return value
+    after: str | None = None
 
 
 def call_ids(prior: list[dict[str, Any]]) -> list[str]:
@@ -215,18 +152,6 @@ PRIMES_PROMPT = ("How many primes below 400 contain 79 as a substring? Answer ON
 PRIMES_FOLLOW_UP = "If you remember what the primes were, then share them, or say 'I don't remember.'"
 CITY_PROMPT = "What is the largest city in the user country?"
 PELICAN_PROMPT = "Two names for a pet pelican"
-BOOK_SCHEMA = {
-    "$defs": {"Author": {
-        "description": "The author of a book.",
-        "properties": {"first_name": {"title": "First Name", "type": "string"},
-                       "last_name": {"title": "Last Name", "type": "string"}},
-        "required": ["first_name", "last_name"], "title": "Author", "type": "object", "additionalProperties": False}},
-    "description": "A book with a rating. The title should be in all caps!",
-    "properties": {"title": {"title": "Title", "type": "string"}, "author": {"$ref": "#/$defs/Author"},
-                   "rating": {"description": "For testing purposes, the rating should be 7", "title": "Rating",
-                              "type": "integer"}},
-    "required": ["title", "author", "rating"], "title": "Book", "type": "object", "additionalProperties": False,
-}
 BOOK_TOOL = "__mirascope_formatted_output_tool__"
 
 
@@ -302,7 +227,7 @@ CASES: list[Case] = [
     Case("sampling-params-stop-sequence", "anthropic/sampling-params-stop-sequence.yaml", 0,
          {"model": "team-model", "input": ADDITION, "max_output_tokens": 500, "temperature": 0.7, "top_p": 0.3,
           "reasoning": {"effort": "none"}},
-         Outcome([text("4200 + 42 = ")], (17, 0, 12, 0, 29), SONNET_4), ignore=(TOP_K, STOP_SEQUENCES)),
+         Outcome([text("4200 + 42 = ")], (17, 0, 12, 0, 29), SONNET_4), normalise=(TOP_K, STOP_SEQUENCES)),
     Case("multi-turn-history", "anthropic/multi-turn-history.yaml", 1,
          {"model": "team-model", "input": [
              user("Who created you?"), assistant("I am a large language model, trained by Google."),
@@ -310,7 +235,7 @@ CASES: list[Case] = [
          Outcome([text("You're absolutely right - I apologize for the error. I am Claude, and I was created by "
                        "Anthropic, not Google. Thank you for prompting me to double-check that basic fact about "
                        "myself.")], (35, 0, 47, 0, 82), SONNET_4),
-         ignore=(CACHED_MESSAGE,), options=MIRASCOPE),
+         normalise=(CACHED_MESSAGE,), options=MIRASCOPE),
     # ---------------------------------------------------------------- input parts
     Case("input-image-url", "anthropic/input-image-url.yaml", 0,
          {"model": "team-model", "input": [user([
@@ -319,14 +244,14 @@ CASES: list[Case] = [
          Outcome([text("This is the iconic Wikipedia logo, featuring a spherical puzzle globe made up of "
                        "interlocking jigsaw puzzle pieces with text in various languages and writing systems.")],
                  (34, 0, 36, 0, 70), SONNET_4),
-         ignore=(NULL_CACHE,), options=MIRASCOPE),
+         normalise=(NULL_CACHE,), options=MIRASCOPE),
     Case("input-document-base64", "anthropic/input-document-base64.yaml", 0,
          lambda _: {"model": "team-model", "input": [user([
              input_text("What text is in this PDF document? Reply in one short sentence."),
              {"type": "input_file", "filename": "document.pdf", "file_data": "data:application/pdf;base64," + recorded(
                  "anthropic/input-document-base64.yaml", 0, "messages", 0, "content", 1, "source", "data")}])]},
          Outcome([text('The PDF document contains the text "Hello, world!"')], (1598, 0, 14, 0, 1612), SONNET_4),
-         ignore=(NULL_CACHE,), options=MIRASCOPE),
+         normalise=(NULL_CACHE,), options=MIRASCOPE),
     Case("input-document-url", "anthropic/input-document-url.yaml", 0,
          {"model": "team-model", "input": [user([
              input_text("What is this PDF about? Reply in one short sentence."),
@@ -334,7 +259,7 @@ CASES: list[Case] = [
               "file_url": "https://www.w3.org/WAI/ER/tests/xhtml/testfiles/resources/pdf/dummy.pdf"}])]},
          Outcome([text("This is a dummy or placeholder PDF file with no actual content.")], (1617, 0, 16, 0, 1633),
                  SONNET_4),
-         ignore=(NULL_CACHE,), options=MIRASCOPE),
+         normalise=(NULL_CACHE,), options=MIRASCOPE),
     # ---------------------------------------------------------------- structured output
     Case("json-schema-output-format", "anthropic/json-schema-output-format.yaml", 0,
          {"model": "team-model", "input": "Please recommend the most popular book by Patrick Rothfuss",
@@ -355,49 +280,49 @@ CASES: list[Case] = [
          Outcome([call("toolu_01SRRKcJZJptNQNGTgQiMmJt", BOOK_TOOL,
                        '{"title":"THE NAME OF THE WIND","author":{"first_name":"Patrick","last_name":"Rothfuss"},'
                        '"rating":7}')], (563, 0, 81, 0, 644), SONNET_4),
-         ignore=(CACHED_SYSTEM, CACHED_TOOLS), options=MIRASCOPE),
+         normalise=(CACHED_SYSTEM, CACHED_TOOLS), options=MIRASCOPE),
     # ---------------------------------------------------------------- tool choice
     Case("tool-choice-any", "anthropic/tool-choice-any.yaml", 0,
          {"model": "team-model", "input": [user([input_text(WEATHER_PROMPT)])], "tool_choice": "required",
           "tools": [weather_tool("Get weather for a city")]},
          Outcome([call("toolu_01Dxp8hdnkA8bsrVJJ8LB9q1", "get_weather", '{"city":"Paris"}')], (655, 0, 38, 0, 693),
                  SONNET_45),
-         ignore=(STREAM_FALSE,)),
+         normalise=(STREAM_FALSE,)),
     Case("tool-choice-none", "anthropic/tool-choice-none.yaml", 0,
          {"model": "team-model", "input": [user([input_text("Say hello")])], "tool_choice": "none",
           "tools": [weather_tool("Get the current weather for a city.", closed=True)]},
          Outcome([text("Hello! 👋 How can I help you today?")], (567, 0, 16, 0, 583), SONNET_45),
-         ignore=(STREAM_FALSE,)),
+         normalise=(STREAM_FALSE,)),
     Case("tool-choice-specific", "anthropic/tool-choice-specific.yaml", 0,
          {"model": "team-model", "input": [user([input_text(WEATHER_PROMPT)])],
           "tool_choice": {"type": "function", "name": "get_weather"},
           "tools": [weather_tool("Get weather for a city"), TIME_TOOL]},
          Outcome([call("toolu_01J5u9yypnwo1Sqf4Fx9uMNG", "get_weather", '{"city":"Paris"}')], (713, 0, 33, 0, 746),
                  SONNET_45),
-         ignore=(STREAM_FALSE,)),
+         normalise=(STREAM_FALSE,)),
     # ---------------------------------------------------------------- tool round trips
     Case("tools-parallel-call", "anthropic/tools-parallel-roundtrip.yaml", 0, secrets(False),
          Outcome([text("I'll retrieve the secrets for both passwords you provided."),
                   call("toolu_01BUvqBj8Yb34pNAbCJJY1oc", "secret_retrieval_tool", MELLON),
                   call("toolu_01VPuQJ1LonDBYXrr8pqPkqQ", "secret_retrieval_tool", RADIANCE)],
                  (416, 0, 109, 0, 525), SONNET_4),
-         ignore=(CACHED_SYSTEM, CACHED_TOOLS), options=MIRASCOPE),
+         normalise=(CACHED_SYSTEM, CACHED_TOOLS), options=MIRASCOPE),
     Case("tools-parallel-results", "anthropic/tools-parallel-roundtrip.yaml", 1, secrets_results(False),
          Outcome([text('Here are the secrets retrieved for each password:\n\n- Password "mellon": **Welcome to '
                        'Moria!**\n- Password "radiance": **Life before Death**')], (602, 0, 39, 0, 641), SONNET_4),
-         ignore=(CACHED_SYSTEM, CACHED_TOOLS, NULL_CITATIONS, NULL_CACHE, CACHED_MESSAGE), options=MIRASCOPE,
+         normalise=(CACHED_SYSTEM, CACHED_TOOLS, NULL_CITATIONS, NULL_CACHE, CACHED_MESSAGE), options=MIRASCOPE,
          after="tools-parallel-call"),
     Case("tools-parallel-call-stream", "anthropic/tools-parallel-roundtrip-stream.yaml", 0, secrets(True),
          Outcome([text("I'll retrieve the secrets for both passwords you provided."),
                   call("toolu_015cUijgET79LXjgeYQerN2h", "secret_retrieval_tool", '{"password": "mellon"}'),
                   call("toolu_01XZTimPexA7h3EVKesnKt5T", "secret_retrieval_tool", '{"password": "radiance"}')],
                  (416, 0, 109, 0, 525), SONNET_4),
-         ignore=(CACHED_SYSTEM, CACHED_TOOLS), options=MIRASCOPE),
+         normalise=(CACHED_SYSTEM, CACHED_TOOLS), options=MIRASCOPE),
     Case("tools-parallel-results-stream", "anthropic/tools-parallel-roundtrip-stream.yaml", 1, secrets_results(True),
          Outcome([text(Long("Here are the secrets retrieved for each password:\n",
                             'h"\n\nBoth secrets have been successfully retrieved!', 192))],
                  (602, 0, 52, 0, 654), SONNET_4),
-         ignore=(CACHED_SYSTEM, CACHED_TOOLS, NULL_CACHE, CACHED_MESSAGE), options=MIRASCOPE,
+         normalise=(CACHED_SYSTEM, CACHED_TOOLS, NULL_CACHE, CACHED_MESSAGE), options=MIRASCOPE,
          after="tools-parallel-call-stream"),
     Case("tools-llm-plugin-calls", "anthropic/tools-llm-plugin.yaml", 0,
          {"model": "team-model", "input": [user([input_text(PELICAN_PROMPT)])], "temperature": 1.0,
@@ -421,12 +346,12 @@ CASES: list[Case] = [
                        "country you're from."),
                   call("toolu_01YGzqpRE16Vricda3Aqcejo", "get_user_country", "{}")],
                  (398, 0, 155, 0, 553), SONNET_4),
-         ignore=(STREAM_FALSE,), options={"thinking_budget_high": "3000"}),
+         normalise=(STREAM_FALSE,), options={"thinking_budget_high": "3000"}),
     Case("thinking-with-tools-result", "anthropic/thinking-with-tools.yaml", 1, country_result,
          Outcome([text(Long("Based on the information that you're from Mexico, ",
                             "olitical, economic, and cultural center of Mexico.", 604))],
                  (566, 0, 126, 0, 692), SONNET_4),
-         ignore=(STREAM_FALSE, NOT_AN_ERROR), options={"thinking_budget_high": "3000"},
+         normalise=(STREAM_FALSE, NOT_AN_ERROR), options={"thinking_budget_high": "3000"},
          after="thinking-with-tools-call"),
     Case("thinking-signature", "anthropic/thinking-signature-replay.yaml", 0, primes("medium", False),
          Outcome([thought(Long('I need to find all primes below 400 that contain "',
@@ -437,7 +362,7 @@ CASES: list[Case] = [
          Outcome([thought(Long("I need to think about primes below 400 that contai",
                                "That's 3 primes, which matches my previous answer.", 841)),
                   text("The primes were: 79, 179, and 379.")], (97, 0, 391, 0, 488), SONNET_4),
-         ignore=(NULL_CITATIONS, CACHED_MESSAGE), options=MIRASCOPE, after="thinking-signature"),
+         normalise=(NULL_CITATIONS, CACHED_MESSAGE), options=MIRASCOPE, after="thinking-signature"),
     Case("thinking-stream", "anthropic/thinking-stream.yaml", 0, primes("medium", True),
          Outcome([thought(Long("I need to find all prime numbers below 400 that co",
                                'ining "79" is 79, 179, and 379—three primes total.', 1883)),
@@ -449,7 +374,7 @@ CASES: list[Case] = [
          Outcome([thought(Long("The user is asking me to recall the primes I found",
                                "- 379: Prime\n\nSo the primes were 79, 179, and 379.", 245)),
                   text("The primes were: 79, 179, and 379.")], (171, 0, 107, 0, 278), SONNET_4),
-         ignore=(CACHED_MESSAGE,), options=MIRASCOPE, after="thinking-stream"),
+         normalise=(CACHED_MESSAGE,), options=MIRASCOPE, after="thinking-stream"),
     Case("thinking-redacted-stream", "anthropic/thinking-redacted-stream.yaml", 0,
          {"model": "team-model", "input": [user([input_text(
              "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253D5E2D82641AC0E52CC"
@@ -461,7 +386,7 @@ CASES: list[Case] = [
     Case("effort-unsupported", "anthropic/error-400-invalid-request.yaml", 0,
          {"model": "team-model", "input": [user([input_text("What is 2+2?")])], "reasoning": {"effort": "xhigh"}},
          Failure(InvalidRequest, 400, "invalid_request", "does not support effort level 'xhigh'"),
-         ignore=(STREAM_FALSE,), options={"reasoning": "effort"}),
+         normalise=(STREAM_FALSE,), options={"reasoning": "effort"}),
     Case("invalid-key", "anthropic/error-401-invalid-key.yaml", 0,
          {"model": "team-model", "input": "This should fail with AuthenticationError"},
          Failure(UpstreamError, 502, "upstream_auth_failed", "invalid x-api-key"), options=MIRASCOPE),
@@ -480,21 +405,7 @@ SKIPPED: dict[tuple[str, int], str] = {
 }
 
 
-def _params() -> list[Any]:
-    params = [pytest.param(case, id=case.id) for case in CASES]
-    for (cassette, index), reason in SKIPPED.items():
-        params.append(pytest.param(None, id=f"{cassette.split('/')[1].removesuffix('.yaml')}#{index}",
-                                   marks=pytest.mark.skip(reason=f"{cassette}#{index}: {reason}")))
-    return params
-
-
 # -- helpers -----------------------------------------------------------------------------------
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_session() as client:
-        yield client
-
-
 def _deployment(base_url: str = "https://api.anthropic.com/v1", model: str = "claude-test",
                 **overrides: Any) -> Deployment:
     return Deployment(name="test", provider="anthropic-test", dialect="anthropic", base_url=base_url, model=model,
@@ -502,81 +413,23 @@ def _deployment(base_url: str = "https://api.anthropic.com/v1", model: str = "cl
 
 
 def _upstream(responses_body: dict[str, Any], deployment: Deployment) -> tuple[UpstreamRequest, Adapted]:
-    """What the engine hands the adapter for this Responses request (no stored history)."""
-    body = msgspec.convert(responses_body, CreateResponseBody)
-    raw_input = body.input
-    items: list[Item] = ([Message(role="user", content=raw_input)] if isinstance(raw_input, str)
-                         else list(raw_input) if isinstance(raw_input, list) else [])
-    tool_choice = body.tool_choice if body.tool_choice not in (msgspec.UNSET, None) else None
-    adapted = adapt(items, list(body.tools or []), tool_choice, dialect="anthropic", team=TEAM, sealer=SEALER)
-    request = UpstreamRequest(body=body, items=adapted.items, tools=adapted.tools, tool_choice=adapted.tool_choice,
-                              instructions=body.instructions if isinstance(body.instructions, str) else None,
-                              deployment=deployment, stream=body.stream is True)
+    """What the engine hands the adapter for this Responses request (no stored history), and the
+    adaptation (reasoning state unsealed on the way in, sealed on the way out)."""
+    request = converted_request(responses_body, deployment)
+    adapted = adapt(request.items, request.tools, request.tool_choice, dialect="anthropic", team=TEAM,
+                    sealer=SEALER)
+    request.items, request.tools, request.tool_choice = adapted.items, adapted.tools, adapted.tool_choice
     return request, adapted
 
 
-def _strip(body: Any, ignore: Ignore) -> int:
-    """Remove what ``ignore`` names from ``body`` in place; returns how many keys went."""
-
-    def walk(node: Any, parts: list[str]) -> int:
-        head, rest = parts[0], parts[1:]
-        if head == "*":
-            return sum(walk(child, rest) for child in node) if isinstance(node, list) else 0
-        if not isinstance(node, dict) or head not in node:
-            return 0
-        if rest:
-            return walk(node[head], rest)
-        if ignore.value is not _ANY and node[head] != ignore.value:
-            return 0
-        del node[head]
-        return 1
-
-    return walk(body, ignore.path.split("."))
-
-
-async def _collect(provider: AnthropicProvider, request: UpstreamRequest, adapted: Adapted) -> list[Delta]:
-    return [delta async for delta in adapted.replies(provider.run(request))]
-
-
-def _build(deltas: list[Delta]) -> tuple[ResponseBuilder, list[Any]]:
-    builder = ResponseBuilder(ResponseResource(id="resp_test", created_at=0, model="team-model"))
-    events = builder.start()
-    for delta in deltas:
-        events += builder.feed(delta)
-    events += builder.complete()
-    return builder, events
-
-
-def _validate(builder: ResponseBuilder, events: list[Any]) -> None:
-    """Every event and the final resource against the spec's schemas and event order."""
-    validate_stream([json.loads(encode(event)) for event in events])
-    validate_resource(json.loads(encode(builder.resource)))
+def _reasoning(item: Reasoning) -> dict[str, Any]:
+    assert not item.content, "thinking is reported as the summary, not as raw content"
+    sealed = isinstance(item.encrypted_content, str) and Sealer.is_sealed(item.encrypted_content)
+    return {"type": "reasoning", "summary": [p.text for p in item.summary], "sealed": sealed}
 
 
 def _summary(resource: ResponseResource) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for item in resource.output:
-        if isinstance(item, Message):
-            parts = [("output_text", p.text) if isinstance(p, OutputText) else ("refusal", p.refusal)
-                     for p in item.content if isinstance(p, OutputText | Refusal)]
-            assert len(parts) == len(item.content), item
-            out.append({"type": "message", "content": parts})
-        elif isinstance(item, FunctionCall):
-            out.append(call(item.call_id, item.name, item.arguments))
-        elif isinstance(item, Reasoning):
-            assert not item.content, "thinking is reported as the summary, not as raw content"
-            sealed = isinstance(item.encrypted_content, str) and Sealer.is_sealed(item.encrypted_content)
-            out.append({"type": "reasoning", "summary": [p.text for p in item.summary], "sealed": sealed})
-        else:
-            raise AssertionError(f"unexpected output item {item!r}")
-    return out
-
-
-def _usage_tuple(resource: ResponseResource) -> tuple[int, int, int, int, int]:
-    usage = resource.usage
-    assert usage is not None
-    return (usage.input_tokens, usage.input_tokens_details.cached_tokens, usage.output_tokens,
-            usage.output_tokens_details.reasoning_tokens, usage.total_tokens)
+    return summary(resource, reasoning=_reasoning)
 
 
 def _recorded_header(interaction: Interaction, name: str) -> str | None:
@@ -588,9 +441,9 @@ def _case(case_id: str) -> Case:
     return next(case for case in CASES if case.id == case_id)
 
 
-async def _replay_case(case: Case, session: aiohttp.ClientSession
-                       ) -> tuple[UpstreamRequest, Replay, list[Delta] | GatewayError]:
-    """Prepare and replay one case: the request, the replay, and the deltas or the error."""
+async def _case_request(case: Case, session: aiohttp.ClientSession
+                        ) -> tuple[Recording, UpstreamRequest, Adapted]:
+    """The recording of one case, and the request (and its adaptation) the engine would make."""
     recording = load(case.cassette, interactions=[case.interaction])
     interaction = recording.interactions[0]
     prior = await _prior_output(case.after, session) if case.after else []
@@ -598,102 +451,35 @@ async def _replay_case(case: Case, session: aiohttp.ClientSession
     deployment = _deployment(f"{split.scheme}://{split.netloc}{split.path.removesuffix(MESSAGES_PATH)}",
                              recording.recorded_requests[0]["model"], options=case.options,
                              query=dict(parse_qsl(split.query)))
-    request, adapted = _upstream(case.request(prior) if callable(case.request) else case.request, deployment)
-    result: list[Delta] | GatewayError
-    with replay(recording) as cassette:
-        try:
-            result = await _collect(AnthropicProvider(session), request, adapted)
-        except GatewayError as exc:
-            result = exc
-    return request, cassette, result
+    request, adapted = _upstream(case.body(prior), deployment)
+    return recording, request, adapted
 
 
 async def _prior_output(case_id: str, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
     """The output items an earlier case produced, as a client would send them back."""
-    _, _, deltas = await _replay_case(_case(case_id), session)
+    recording, request, adapted = await _case_request(_case(case_id), session)
+    _, deltas = await play(recording, adapted.replies(AnthropicProvider(session).run(request)))
     assert isinstance(deltas, list), deltas
-    builder, _ = _build(deltas)
+    builder, _ = build(deltas)
     return [msgspec.to_builtins(item) for item in builder.resource.output]
 
 
 # -- the recorded cases ------------------------------------------------------------------------
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", case_params(CASES, SKIPPED))
 async def test_recorded_case(case: Case, session: aiohttp.ClientSession) -> None:
-    recording = load(case.cassette, interactions=[case.interaction])
+    recording, request, adapted = await _case_request(case, session)
     interaction = recording.interactions[0]
     assert interaction.path.endswith(MESSAGES_PATH)
-    expected_body = recording.recorded_requests[0]
-    for ignore in case.ignore:
-        assert _strip(expected_body, ignore) > 0, f"stale ignore {ignore.path!r}: nothing to ignore"
-
-    request, cassette, result = await _replay_case(case, session)
-    prepared = AnthropicProvider(session).prepare(request)
-    assert prepared.method == interaction.method == "POST"
-    assert prepared.url == interaction.uri
-    assert prepared.body == expected_body
-    _check_sent(cassette, prepared.url, prepared.body, interaction)
-    if isinstance(case.expect, Failure):
-        assert isinstance(result, GatewayError), result
-        _check_failure(result, case.expect)
-    else:
-        assert isinstance(result, list), result
-        _check_outcome(result, case.expect, streamed=request.stream)
-
-
-def _check_sent(cassette: Any, url: str, body: dict[str, Any], interaction: Interaction) -> None:
-    assert len(cassette.sent_requests) == 1
-    sent = cassette.sent_requests[0]
-    assert sent.url == url
-    assert sent.json() == body
-    assert sent.header("x-api-key") == API_KEY
-    assert sent.header("Authorization") is None
-    assert sent.header("Content-Type") == "application/json"
-    assert sent.header("anthropic-version") == (_recorded_header(interaction, "anthropic-version") or "2023-06-01")
-    assert sent.header("anthropic-beta") == _recorded_header(interaction, "anthropic-beta")
-
-
-def _check_failure(error: GatewayError, expect: Failure) -> None:
-    assert type(error) is expect.error, error
-    assert (error.status, error.code, error.param, error.retryable) == (
-        expect.status, expect.code, expect.param, expect.retryable)
-    assert expect.message in error.message
-    assert API_KEY not in error.message
-    assert API_KEY not in str(error)
-
-
-def _check_outcome(deltas: list[Delta], expect: Outcome, *, streamed: bool) -> None:
-    builder, events = _build(deltas)
-    _validate(builder, events)
-    resource = builder.resource
-    assert _summary(resource) == expect.output
-    assert _usage_tuple(resource) == expect.usage
-    assert builder.upstream_model == expect.model
-    assert resource.service_tier == expect.service_tier
-    if expect.incomplete:
-        assert resource.status == "incomplete"
-        assert resource.incomplete_details is not None
-        assert resource.incomplete_details.reason == expect.incomplete
-        assert isinstance(events[-1], ev.ResponseIncomplete)
-    else:
-        assert resource.status == "completed"
-        assert resource.incomplete_details is None
-        assert isinstance(events[-1], ev.ResponseCompleted)
-    assert getattr(resource.output[-1], "status", None) == ("incomplete" if expect.incomplete else "completed")
-    if streamed:  # a streamed reply arrives in pieces; a whole one as one delta per item
-        assert len(deltas) > len(expect.output) + 2
+    provider = AnthropicProvider(session)
+    await check_case(case, recording, provider.prepare(request), adapted.replies(provider.run(request)), headers={
+        "x-api-key": API_KEY, "Authorization": None,
+        "anthropic-version": _recorded_header(interaction, "anthropic-version") or "2023-06-01",
+        "anthropic-beta": _recorded_header(interaction, "anthropic-beta")},
+        pieces=1 if request.stream else 0, summarise=_summary)
 
 
 def test_every_recorded_interaction_is_accounted_for() -> None:
-    covered = {(case.cassette, case.interaction) for case in CASES}
-    assert len(covered) == len(CASES), "two cases replay the same interaction"
-    assert len({case.id for case in CASES}) == len(CASES), "two cases share an id"
-    assert not covered & SKIPPED.keys(), "an interaction is both a case and skipped"
-    recorded_ids = set()
-    for path in sorted((fixtures_dir() / FOLDER).glob("*.yaml")):
-        name = f"{FOLDER}/{path.name}"
-        recorded_ids |= {(name, i.index) for i in load(name).interactions}
-    assert recorded_ids - covered - SKIPPED.keys() == set(), "recorded interactions without a case or a reason"
-    assert (covered | SKIPPED.keys()) - recorded_ids == set(), "cases or skips for interactions that do not exist"
+    assert_accounted_for(CASES, SKIPPED, recorded_ids(FOLDER))
     assert all(_case(case.after).cassette == case.cassette for case in CASES if case.after)
 
 
@@ -704,7 +490,7 @@ async def test_streamed_thinking_becomes_the_block_it_came_in(session: aiohttp.C
     recording = load("anthropic/thinking-stream.yaml", interactions=[0])
     request, _ = _upstream(primes("medium", True), _deployment(model="claude-sonnet-4-0", options=MIRASCOPE))
     with replay(recording):
-        deltas = [delta async for delta in AnthropicProvider(session).run(request)]
+        deltas = await collect(AnthropicProvider(session).run(request))
     states = [json.loads(delta.encrypted_content) for delta in deltas if isinstance(delta, ReasoningState)]
     replayed = load("anthropic/thinking-stream.yaml", interactions=[1]).recorded_requests[0]
     assert states == [replayed["messages"][1]["content"][0]]
@@ -736,14 +522,7 @@ def _prepared(body: dict[str, Any], *, items: list[Item] | None = None, tools: l
               tool_choice: Any = None, stream: bool = False, options: dict[str, str] | None = None) -> Any:
     request, _ = _upstream({"model": "team-model", **body}, _deployment("https://example.test/v1", "m",
                                                                         options=options or {}))
-    if items is not None:
-        request.items = items
-    if tools is not None:
-        request.tools = tools
-    if tool_choice is not None:
-        request.tool_choice = tool_choice
-    request.stream = stream
-    prepared = AnthropicProvider(None).prepare(request)  # type: ignore[arg-type]  # prepare does no I/O
+    prepared = offline(AnthropicProvider, request, items=items, tools=tools, tool_choice=tool_choice, stream=stream)
     assert prepared.url == "https://example.test/v1/messages"
     return prepared
 
@@ -854,7 +633,7 @@ def test_tool_definitions() -> None:
              {"type": "function", "name": "b", "description": "B", "strict": True},
              {"type": "function", "name": "c", "description": None, "strict": False}]
     request, _ = _upstream({"model": "team-model", "input": "x", "tools": tools}, _deployment())
-    prepared = AnthropicProvider(None).prepare(request)  # type: ignore[arg-type]  # prepare does no I/O
+    prepared = offline(AnthropicProvider, request)
     assert prepared.body["tools"] == [
         {"name": "a", "input_schema": {"properties": {"x": {"type": "string"}}, "type": "object"}},
         {"name": "b", "description": "B", "input_schema": {"type": "object"}, "strict": True},
@@ -1047,8 +826,7 @@ async def _run_synthetic(session: aiohttp.ClientSession, interaction: Interactio
                          stream: bool = True) -> list[Delta]:
     request, adapted = _upstream({"model": "team-model", "input": "x", "stream": stream},
                                  _deployment("https://example.test/v1", "m"))
-    with replay(synthetic(interaction)):
-        return await _collect(AnthropicProvider(session), request, adapted)
+    return await replayed(adapted.replies(AnthropicProvider(session).run(request)), interaction)
 
 
 async def test_usage_counts_cache_reads_and_writes_as_input(session: aiohttp.ClientSession) -> None:
@@ -1058,9 +836,9 @@ async def test_usage_counts_cache_reads_and_writes_as_input(session: aiohttp.Cli
         *_end("end_turn", {"input_tokens": 10, "cache_creation_input_tokens": 20, "cache_read_input_tokens": 30,
                            "output_tokens": 5})))
     for interaction, streamed in ((whole, False), (stream, True)):
-        builder, events = _build(await _run_synthetic(session, interaction, streamed))
-        _validate(builder, events)
-        assert _usage_tuple(builder.resource) == (60, 30, 5, 0, 65)
+        builder, events = build(await _run_synthetic(session, interaction, streamed))
+        validate(builder.resource, events)
+        assert usage_tuple(builder.resource) == (60, 30, 5, 0, 65)
         assert (builder.resource.service_tier, builder.upstream_model) == ("priority", "claude-x")
 
 
@@ -1068,8 +846,8 @@ async def test_stream_usage_keeps_the_start_counts_the_final_delta_leaves_out(
         session: aiohttp.ClientSession) -> None:
     body = _sse(_message_start({"input_tokens": 7, "cache_read_input_tokens": 3, "output_tokens": 1}),
                 *_text_events(0, "a"), *_end("end_turn", {"output_tokens": 9}))
-    builder, _ = _build(await _run_synthetic(session, Interaction.make(URL, body=body)))
-    assert _usage_tuple(builder.resource) == (10, 3, 9, 0, 19)
+    builder, _ = build(await _run_synthetic(session, Interaction.make(URL, body=body)))
+    assert usage_tuple(builder.resource) == (10, 3, 9, 0, 19)
 
 
 @pytest.mark.parametrize(("stop_reason", "status", "reason"), [
@@ -1085,8 +863,8 @@ async def test_stop_reasons(session: aiohttp.ClientSession, stop_reason: str, st
             (Interaction.make(URL, body=_message([_text_block("partial")], stop_reason)), False),
             (Interaction.make(URL, body=_sse(_message_start(), *_text_events(0, "partial"), *_end(stop_reason))),
              True)):
-        builder, events = _build(await _run_synthetic(session, interaction, streamed))
-        _validate(builder, events)
+        builder, events = build(await _run_synthetic(session, interaction, streamed))
+        validate(builder.resource, events)
         assert builder.resource.status == status
         assert (builder.resource.incomplete_details.reason if builder.resource.incomplete_details else None) == reason
 
@@ -1108,8 +886,8 @@ async def test_text_blocks_in_a_row_make_one_message_and_server_blocks_are_skipp
     expected = [text("Paris is big."), call("toolu_1", "a", '{"x":1}'), text("Done.")]
     for interaction, streamed in ((Interaction.make(URL, body=_message(content)), False),
                                   (Interaction.make(URL, body=stream), True)):
-        builder, events = _build(await _run_synthetic(session, interaction, streamed))
-        _validate(builder, events)
+        builder, events = build(await _run_synthetic(session, interaction, streamed))
+        validate(builder.resource, events)
         assert _summary(builder.resource) == expected
 
 
@@ -1177,10 +955,7 @@ async def test_a_stream_that_ends_without_a_stop_reason_fails(session: aiohttp.C
 
 
 def test_stream_decoder_rejects_deltas_for_blocks_that_never_started() -> None:
-    def unused_mapper(status: int, headers: Any, body: bytes) -> GatewayError:
-        raise AssertionError("no error event here")
-
-    decoder = AnthropicStreamDecoder("test-host", unused_mapper)
+    decoder = AnthropicStreamDecoder("test-host", no_error)
     with pytest.raises(UpstreamError, match="never started"):
         decoder.feed("content_block_delta", json.dumps(
             {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x"}}).encode())

@@ -16,31 +16,25 @@ so each test asserts the query string itself.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import msgspec
 import pytest
 
 from providers.base import Provider
-from providers.http import new_session
 from providers.openai_chat import OpenAIChatProvider
 from providers.openai_responses import OpenAIResponsesProvider
 from proxy.errors import InvalidRequest, RateLimited
-from proxy.schema.codec import encode
 from proxy.schema.content import OutputText
 from proxy.schema.deltas import Delta
 from proxy.schema.items import Message
-from proxy.schema.request import CreateResponseBody
 from proxy.schema.response import ResponseResource
 from proxy.schema.upstream import Deployment, Dialect, UpstreamRequest
 from proxy.streaming import ResponseBuilder
+from tests.conformance._cases import ALIAS, build, collect, converted_request, to_json, validate
 from tests.conformance.cassette import Interaction, SentRequest, replay, synthetic
-from tests.spec_validation import validate_resource, validate_stream
 
 API_KEY = "azure-test-key"
-ALIAS = "team-model"
 RESOURCE = "https://contoso.openai.azure.com"
 CHAT_MODEL = "gpt-4o-2024-11-20"
 RESPONSES_MODEL = "gpt-5-mini-2025-08-07"
@@ -71,44 +65,25 @@ RATE_MESSAGE = ("Requests to the ChatCompletions_Create Operation under Azure Op
 QUESTION = {"model": ALIAS, "instructions": "Be brief.", "input": "What is 4200 + 42?", "max_output_tokens": 64}
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_session() as client:
-        yield client
-
-
 def _deployment(dialect: Dialect, base_url: str, query: dict[str, str], model: str) -> Deployment:
     return Deployment(name="azure", provider="azure", dialect=dialect, base_url=base_url, model=model,
                       api_key=API_KEY, auth="api-key", query=query)
-
-
-def _upstream(responses_body: dict[str, Any], deployment: Deployment) -> UpstreamRequest:
-    body = msgspec.convert(responses_body, CreateResponseBody)
-    assert isinstance(body.input, str)
-    return UpstreamRequest(body=body, items=[Message(role="user", content=body.input)], tools=[], tool_choice=None,
-                           instructions=body.instructions if isinstance(body.instructions, str) else None,
-                           deployment=deployment, stream=body.stream is True)
 
 
 async def _call(session: aiohttp.ClientSession, request: UpstreamRequest,
                 interaction: Interaction) -> tuple[list[Delta], SentRequest]:
     provider: Provider = PROVIDERS[request.deployment.dialect](session)
     with replay(synthetic(interaction)) as cassette:
-        deltas = [delta async for delta in provider.run(request)]
+        deltas = await collect(provider.run(request))
     [sent] = cassette.sent_requests
     return deltas, sent
 
 
 def _build(deltas: list[Delta]) -> tuple[ResponseBuilder, list[dict[str, Any]]]:
-    builder = ResponseBuilder(ResponseResource(id="resp_test", created_at=0, model=ALIAS))
-    events = builder.start()
-    for delta in deltas:
-        events += builder.feed(delta)
-    events += builder.complete()
-    validate_resource(json.loads(encode(builder.resource)))
-    encoded = [json.loads(encode(event)) for event in events]
-    validate_stream(encoded)
-    return builder, encoded
+    """The response built from ``deltas`` (checked against the spec) and its events as JSON."""
+    builder, events = build(deltas)
+    validate(builder.resource, events)
+    return builder, [to_json(event) for event in events]
 
 
 def _texts(resource: ResponseResource) -> list[str]:
@@ -139,7 +114,8 @@ def _chat_reply(content: str, finish: str) -> dict[str, Any]:
 @pytest.mark.parametrize("endpoint", CHAT_ENDPOINTS)
 async def test_chat_deployment(session: aiohttp.ClientSession, endpoint: str) -> None:
     base_url, query, url = CHAT_ENDPOINTS[endpoint]
-    request = _upstream({**QUESTION, "temperature": 0.2}, _deployment("openai_chat", base_url, query, "gpt-4o-prod"))
+    request = converted_request({**QUESTION, "temperature": 0.2},
+                                _deployment("openai_chat", base_url, query, "gpt-4o-prod"))
     deltas, sent = await _call(session, request, Interaction.make(url, body=_chat_reply("4242", "stop")))
     _check_sent(sent, url, {"model": "gpt-4o-prod", "max_completion_tokens": 64, "temperature": 0.2, "messages": [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 4200 + 42?"}]})
@@ -152,7 +128,8 @@ async def test_chat_deployment(session: aiohttp.ClientSession, endpoint: str) ->
 
 async def test_chat_stream_cut_by_the_content_filter(session: aiohttp.ClientSession) -> None:
     base_url, query, url = CHAT_ENDPOINTS["deployment-url"]
-    request = _upstream({**QUESTION, "stream": True}, _deployment("openai_chat", base_url, query, "gpt-4o-prod"))
+    request = converted_request({**QUESTION, "stream": True},
+                                _deployment("openai_chat", base_url, query, "gpt-4o-prod"))
     unnamed = {"id": "", "object": "", "created": 0, "model": ""}  # Azure's filter chunks name no model
     named = {"id": "chatcmpl-az2", "object": "chat.completion.chunk", "created": 1740000000, "model": CHAT_MODEL}
     chunks = [
@@ -185,7 +162,7 @@ async def test_chat_stream_cut_by_the_content_filter(session: aiohttp.ClientSess
 
 async def test_chat_reply_stopped_by_the_content_filter(session: aiohttp.ClientSession) -> None:
     base_url, query, url = CHAT_ENDPOINTS["v1"]
-    request = _upstream(QUESTION, _deployment("openai_chat", base_url, query, "gpt-4o-prod"))
+    request = converted_request(QUESTION, _deployment("openai_chat", base_url, query, "gpt-4o-prod"))
     deltas, _ = await _call(session, request, Interaction.make(url, body=_chat_reply("", "content_filter")))
     builder, events = _build(deltas)
     assert builder.resource.incomplete_details is not None
@@ -208,7 +185,7 @@ def _responses_reply(text: str, reason: str | None) -> dict[str, Any]:
 @pytest.mark.parametrize("endpoint", RESPONSES_ENDPOINTS)
 async def test_responses_api(session: aiohttp.ClientSession, endpoint: str) -> None:
     base_url, query, url = RESPONSES_ENDPOINTS[endpoint]
-    request = _upstream({**QUESTION, "store": False},
+    request = converted_request({**QUESTION, "store": False},
                         _deployment("openai_responses", base_url, query, "gpt-5-mini-prod"))
     deltas, sent = await _call(session, request, Interaction.make(url, body=_responses_reply("4242", None)))
     _check_sent(sent, url, {"model": "gpt-5-mini-prod", "instructions": "Be brief.", "max_output_tokens": 64,
@@ -221,7 +198,7 @@ async def test_responses_api(session: aiohttp.ClientSession, endpoint: str) -> N
 
 async def test_responses_incomplete_by_the_content_filter(session: aiohttp.ClientSession) -> None:
     base_url, query, url = RESPONSES_ENDPOINTS["v1"]
-    request = _upstream(QUESTION, _deployment("openai_responses", base_url, query, "gpt-5-mini-prod"))
+    request = converted_request(QUESTION, _deployment("openai_responses", base_url, query, "gpt-5-mini-prod"))
     deltas, _ = await _call(session, request, Interaction.make(url, body=_responses_reply("Here is", "content_filter")))
     builder, events = _build(deltas)
     assert builder.resource.incomplete_details is not None
@@ -244,7 +221,7 @@ async def test_prompt_blocked_by_the_content_filter(session: aiohttp.ClientSessi
     body = {"error": {"message": FILTER_MESSAGE, "type": None, "param": "prompt", "code": "content_filter",
                       "status": 400, "innererror": {"code": "ResponsibleAIPolicyViolation",
                                                     "content_filter_result": FILTERED}}}
-    request = _upstream(QUESTION, _deployment(dialect, base_url, query, "prod"))
+    request = converted_request(QUESTION, _deployment(dialect, base_url, query, "prod"))
     with pytest.raises(InvalidRequest) as caught:
         await _call(session, request, Interaction.make(url, status=400, body=body))
     error = caught.value
@@ -258,7 +235,7 @@ async def test_rate_limit_honours_retry_after_ms(session: aiohttp.ClientSession,
                                                  base_url: str, query: dict[str, str], url: str) -> None:
     headers = {"retry-after-ms": "1500", "retry-after": "2", "x-ratelimit-remaining-requests": "0",
                "Content-Type": "application/json"}
-    request = _upstream(QUESTION, _deployment(dialect, base_url, query, "prod"))
+    request = converted_request(QUESTION, _deployment(dialect, base_url, query, "prod"))
     with pytest.raises(RateLimited) as caught:
         await _call(session, request, Interaction.make(url, status=429, headers=headers,
                                                        body={"error": {"code": "429", "message": RATE_MESSAGE}}))

@@ -33,7 +33,6 @@ import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -48,7 +47,6 @@ from botocore.eventstream import EventStreamBuffer
 from vcr.stubs import aiohttp_stubs
 
 from providers.bedrock import BedrockProvider
-from providers.http import new_session
 from providers.sim_dialects.bedrock import DIALECT as SIM_BEDROCK
 from providers.sim_dialects.bedrock import encode_message, frame
 from providers.simulator import start_simulator
@@ -63,16 +61,41 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.schema.codec import encode
-from proxy.schema.content import OutputText, ReasoningText
+from proxy.schema.content import ReasoningText
 from proxy.schema.deltas import Delta, ReasoningState
-from proxy.schema.items import Compaction, FunctionCall, Item, Message, OpaqueItem, Reasoning
-from proxy.schema.request import CreateResponseBody
+from proxy.schema.items import Compaction, Item, Message, OpaqueItem, Reasoning
 from proxy.schema.response import ResponseResource
 from proxy.schema.upstream import Deployment, Quirks, UpstreamRequest
-from proxy.streaming import ResponseBuilder
-from tests.conformance.cassette import Interaction, Recording, fixtures_dir, load, replay, synthetic
-from tests.spec_validation import validate_resource, validate_stream
+from tests.conformance._cases import (
+    Case,
+    Failure,
+    Ignore,
+    Long,
+    Outcome,
+    assert_accounted_for,
+    assistant,
+    build,
+    call,
+    case_params,
+    check_result,
+    check_sent,
+    chunked_stream,
+    collect,
+    converted_request,
+    fc,
+    fco,
+    normalise,
+    offline,
+    play,
+    recorded_ids,
+    summary,
+    text,
+    to_json,
+    usage_tuple,
+    user,
+)
+from tests.conformance.cassette import Interaction, Recording, load, replay, synthetic
+from tests.spec_validation import validate_stream
 
 DIR = "bedrock"
 ACCESS_KEY, SECRET_KEY, SESSION_TOKEN = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token-1"
@@ -84,92 +107,15 @@ _encode = msgspec.json.Encoder().encode
 
 
 # -- the vocabulary of cases ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class Ignore:
-    """A recorded request key the adapter does not reproduce, with the exact value ignored."""
-
-    path: str
-    why: str
-    value: Any
-
-
 EMPTY_INFERENCE = Ignore("inferenceConfig", "pydantic-ai always sends an empty inferenceConfig; the adapter leaves "
                          "it out when the caller set no sampling or limit", {})
 EMPTY_SYSTEM = Ignore("system", "pydantic-ai sends an empty system list; the adapter leaves it out", [])
 PYDANTIC_EMPTY = (EMPTY_INFERENCE, EMPTY_SYSTEM)
 
 
-class Long:
-    """Expected long text: equal when prefix, suffix and length all match."""
-
-    def __init__(self, prefix: str, suffix: str, length: int) -> None:
-        self.prefix, self.suffix, self.length = prefix, suffix, length
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, str) and len(other) == self.length and other.startswith(self.prefix)
-                and other.endswith(self.suffix))
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Long({self.prefix!r}...{self.suffix!r}, {self.length})"
-
-
-def text(value: Any) -> dict[str, Any]:
-    return {"type": "message", "content": [value]}
-
-
-def call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
-
-
 def thought(*content: Any, state: bool = True) -> dict[str, Any]:
     """A reasoning item: its reasoning text parts, and whether it carries state to send back."""
     return {"type": "reasoning", "content": list(content), "state": state}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    output: list[dict[str, Any]]
-    usage: tuple[int, int, int, int, int]  # input, cached, output, reasoning, total
-    incomplete: str | None = None
-
-
-@dataclass(frozen=True)
-class Failure:
-    error: type[GatewayError]
-    status: int
-    code: str
-    message: str  # a substring of the mapped message
-    param: str | None = None
-    retryable: bool = False
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    cassette: str
-    interaction: int
-    request: dict[str, Any] | Callable[[], dict[str, Any]]  # the Responses request body
-    expect: Outcome | Failure
-    ignore: tuple[Ignore, ...] = ()
-    options: dict[str, str] = field(default_factory=dict)
-
-
-def user(content: Any) -> dict[str, Any]:
-    return {"type": "message", "role": "user", "content": content}
-
-
-def assistant(content: Any) -> dict[str, Any]:
-    return {"type": "message", "role": "assistant", "content": content}
-
-
-def fc(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
-
-
-def fco(call_id: str, output: Any) -> dict[str, Any]:
-    return {"type": "function_call_output", "call_id": call_id, "output": output}
 
 
 def recorded_reply(cassette: str, interaction: int) -> dict[str, Any]:
@@ -228,12 +174,12 @@ CASES: list[Case] = [
          {"model": "team-model", "instructions": "You are a chatbot.", "input": "Hello!"},
          Outcome([text("Hello! How can I assist you today? Whether you have questions, need information, or just want "
                        "to chat, I'm here to help.")], (7, 0, 30, 0, 37)),
-         ignore=(EMPTY_INFERENCE,)),
+         normalise=(EMPTY_INFERENCE,)),
     Case("instructions", "converse-instructions.yaml", 0,
          {"model": "team-model", "instructions": "You are a helpful assistant.", "input": FRANCE_PROMPT},
          Outcome([text(Long("The capital of France is Paris. Paris is not only ",
                             "ll as its influence on global culture and cuisine.", 340))], (13, 0, 71, 0, 84)),
-         ignore=(EMPTY_INFERENCE,)),
+         normalise=(EMPTY_INFERENCE,)),
     Case("top-p", "converse-top-p.yaml", 0,
          {"model": "team-model", "instructions": "You are a helpful chatbot.", "input": FRANCE_PROMPT, "top_p": 0.5},
          Outcome([text(Long("The capital of France is Paris. Paris is not only ",
@@ -246,7 +192,7 @@ CASES: list[Case] = [
          {"model": "team-model", "instructions": "You are a helpful chatbot.", "input": FRANCE_PROMPT},
          Outcome([text(Long("The capital of France is Paris. It is one of the m",
                             ", diplomacy, commerce, fashion, science, and arts.", 308))], (13, 0, 67, 0, 80)),
-         ignore=(EMPTY_INFERENCE,), options={"latency": "optimized"}),
+         normalise=(EMPTY_INFERENCE,), options={"latency": "optimized"}),
     Case("stream-text", "converse-stream-text.yaml", 0,
          {"model": "team-model", "instructions": "You are a helpful chatbot.", "input": FRANCE_PROMPT,
           "temperature": 0.0, "stream": True},
@@ -259,31 +205,31 @@ CASES: list[Case] = [
           "text": {"format": {"type": "json_schema", "name": "CityInfo", "description": "Information about a city.",
                               "schema": CITY_SCHEMA, "strict": True}}},
          Outcome([text('{"city":"Paris","country":"France","population":2161000}')], (211, 0, 18, 0, 229)),
-         ignore=PYDANTIC_EMPTY),
+         normalise=PYDANTIC_EMPTY),
     # ---------------------------------------------------------------- tools
     Case("tool-choice-required", "converse-tool-choice-any.yaml", 0,
          {"model": "team-model", "input": [user(WEATHER_PROMPT)], "tool_choice": "required",
           "tools": [weather_tool("Get weather for a city", closed=False)]},
          Outcome([call("tooluse_BvssH5zaRF-PkYOc3BFYJA", "get_weather", '{"city":"Paris"}')], (655, 0, 38, 0, 693)),
-         ignore=PYDANTIC_EMPTY),
+         normalise=PYDANTIC_EMPTY),
     Case("tool-choice-none", "converse-tool-choice-none.yaml", 0,
          {"model": "team-model", "input": [user(WEATHER_PROMPT)], "tool_choice": "none",
           "tools": [weather_tool("Get the current weather for a city.")]},
          Outcome([text(Long("I don't have access to real-time weather data or t",
                             "anything else I can help you with regarding Paris?", 497))], (14, 0, 124, 0, 138)),
-         ignore=PYDANTIC_EMPTY),
+         normalise=PYDANTIC_EMPTY),
     Case("tool-call", "converse-tool-roundtrip.yaml", 0,
          {"model": "team-model", "input": [user(WEATHER_PROMPT)], "tool_choice": "auto",
           "tools": [weather_tool("Get the current weather for a city.")]},
          Outcome([call("tooluse_XjTErzm6TpyMMpDviNVY3g", "get_weather", '{"city":"Paris"}')], (572, 0, 53, 0, 625)),
-         ignore=PYDANTIC_EMPTY),
+         normalise=PYDANTIC_EMPTY),
     Case("tool-result", "converse-tool-roundtrip.yaml", 1,
          {"model": "team-model", "tool_choice": "auto", "tools": [weather_tool("Get the current weather for a city.")],
           "input": [user(WEATHER_PROMPT), fc("tooluse_XjTErzm6TpyMMpDviNVY3g", "get_weather", '{"city": "Paris"}'),
                     fco("tooluse_XjTErzm6TpyMMpDviNVY3g", "Sunny, 22C in Paris")]},
          Outcome([text("The weather in Paris is currently sunny with a temperature of 22°C (approximately 72°F). "
                        "It's a beautiful day!")], (646, 0, 31, 0, 677)),
-         ignore=PYDANTIC_EMPTY),
+         normalise=PYDANTIC_EMPTY),
     Case("stream-tool-use", "converse-stream-tool-use.yaml", 0,
          {"model": "team-model", "input": [user("What is the most popular song on WZPZ?")], "tools": [TOP_SONG],
           "stream": True},
@@ -295,19 +241,19 @@ CASES: list[Case] = [
                                "e noting that specific rules may vary by location.", 195)),
                   text(Long("Here are the basic steps for crossing the street s",
                             "ce not all drivers follow traffic rules perfectly.", 1151))], (42, 0, 313, 0, 355)),
-         ignore=PYDANTIC_EMPTY),
+         normalise=PYDANTIC_EMPTY),
     Case("thinking-signature-round-trip", "converse-thinking-anthropic.yaml", 1, thinking_follow_up,
          Outcome([thought(Long("The human is asking about crossing a river, using ",
                                "ss a river and the safety considerations involved.", 382)),
                   text(Long("Great analogy! Just like crossing a street, crossi",
                             " an alternate route or wait for better conditions!", 1443))], (334, 0, 432, 0, 766)),
-         ignore=PYDANTIC_EMPTY),
+         normalise=PYDANTIC_EMPTY),
     Case("stream-thinking", "converse-stream-thinking.yaml", 0,
          {"model": "team-model", "reasoning": {"effort": "low"}, "input": [user("Hello")], "stream": True},
          Outcome([thought(Long('The user has greeted me with a simple "Hello". I s',
                                " respond warmly and ask how I can help them today.", 193)),
                   text("Hello! It's nice to meet you. How can I help you today?")], (36, 0, 73, 0, 109)),
-         ignore=PYDANTIC_EMPTY),
+         normalise=PYDANTIC_EMPTY),
     # ---------------------------------------------------------------- media
     Case("image-as-data-url", "input-image-url-downloaded.yaml", 1,
          lambda: {"model": "team-model", "instructions": "You are a helpful chatbot.", "input": [user([
@@ -315,15 +261,15 @@ CASES: list[Case] = [
              {"type": "input_image", "image_url": downloaded_image()}])]},
          Outcome([text(Long("The image shows a potato. It is oval in shape and ",
                             "ashed potatoes, fries, and potato salad.", 399))], (1837, 0, 82, 0, 1919)),
-         ignore=(EMPTY_INFERENCE,)),
+         normalise=(EMPTY_INFERENCE,)),
     # ---------------------------------------------------------------- errors
     Case("invalid-model", "error-400-invalid-model.yaml", 0, {"model": "team-model", "input": [user("hello")]},
          Failure(InvalidRequest, 400, "model_not_found", "model identifier is invalid", param="model"),
-         ignore=PYDANTIC_EMPTY),
+         normalise=PYDANTIC_EMPTY),
     Case("invalid-model-stream", "error-400-invalid-model-stream.yaml", 0,
          {"model": "team-model", "input": [user("hello")], "stream": True},
          Failure(InvalidRequest, 400, "model_not_found", "model identifier is invalid", param="model"),
-         ignore=PYDANTIC_EMPTY),
+         normalise=PYDANTIC_EMPTY),
 ]
 
 # Interactions not replayed as cases, with the reason. Each becomes a skipped test so the report
@@ -336,21 +282,7 @@ SKIPPED: dict[tuple[str, int], str] = {
 }
 
 
-def _params() -> list[Any]:
-    params = [pytest.param(case, id=case.id) for case in CASES]
-    for (cassette, index), reason in SKIPPED.items():
-        params.append(pytest.param(None, id=f"{cassette.removesuffix('.yaml')}#{index}",
-                                   marks=pytest.mark.skip(reason=f"{DIR}/{cassette}#{index}: {reason}")))
-    return params
-
-
 # -- helpers -----------------------------------------------------------------------------------
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_session() as client:
-        yield client
-
-
 def _deployment(base_url: str = HOST, model: str = "m", **overrides: Any) -> Deployment:
     settings: dict[str, Any] = {"credentials": dict(CREDENTIALS), "region": REGION, **overrides}
     return Deployment(name="test", provider="bedrock-test", dialect="bedrock", base_url=base_url, model=model,
@@ -359,25 +291,9 @@ def _deployment(base_url: str = HOST, model: str = "m", **overrides: Any) -> Dep
 
 def _upstream(responses_body: dict[str, Any], deployment: Deployment) -> UpstreamRequest:
     """What the engine hands the adapter for this Responses request (no stored history). A
-    ``max_output_tokens`` is set after decoding: a recording used 5, below the minimum of 16 the
+    ``max_output_tokens`` is set after converting: a recording used 5, below the minimum of 16 the
     gateway's decoder enforces at its own edge, and the adapter passes any value through."""
-    fields = dict(responses_body)
-    max_tokens = fields.pop("max_output_tokens", msgspec.UNSET)
-    body = msgspec.structs.replace(msgspec.convert(fields, CreateResponseBody), max_output_tokens=max_tokens)
-    raw_input = body.input
-    items: list[Item] = ([Message(role="user", content=raw_input)] if isinstance(raw_input, str)
-                         else list(raw_input) if isinstance(raw_input, list) else [])
-    tool_choice = body.tool_choice if body.tool_choice not in (msgspec.UNSET, None) else None
-    return UpstreamRequest(body=body, items=items, tools=list(body.tools or []), tool_choice=tool_choice,
-                           instructions=body.instructions if isinstance(body.instructions, str) else None,
-                           deployment=deployment, stream=body.stream is True)
-
-
-def _strip(body: dict[str, Any], ignore: Ignore) -> int:
-    if body.get(ignore.path, object()) != ignore.value:
-        return 0
-    del body[ignore.path]
-    return 1
+    return converted_request(responses_body, deployment, bypass=("max_output_tokens",))
 
 
 def _comparable(body: dict[str, Any]) -> dict[str, Any]:
@@ -402,46 +318,14 @@ def _on_the_wire(recording: Recording) -> Recording:
                      name=recording.name)
 
 
-async def _collect(provider: BedrockProvider, request: UpstreamRequest) -> list[Delta]:
-    return [delta async for delta in provider.run(request)]
-
-
-def _build(deltas: list[Delta]) -> tuple[ResponseBuilder, list[Any]]:
-    builder = ResponseBuilder(ResponseResource(id="resp_test", created_at=0, model="team-model"))
-    events = builder.start()
-    for delta in deltas:
-        events += builder.feed(delta)
-    events += builder.complete()
-    return builder, events
-
-
-def _json(value: Any) -> Any:
-    return json.loads(encode(value))
+def _reasoning(item: Reasoning) -> dict[str, Any]:
+    content = [part.text for part in item.content or [] if isinstance(part, ReasoningText)]
+    assert item.summary == []
+    return thought(*content, state=isinstance(item.encrypted_content, str))
 
 
 def _summary(resource: ResponseResource) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for item in resource.output:
-        if isinstance(item, Message):
-            parts = [part.text for part in item.content if isinstance(part, OutputText)]
-            assert len(parts) == 1 == len(item.content), item
-            out.append(text(parts[0]))
-        elif isinstance(item, FunctionCall):
-            out.append(call(item.call_id, item.name, item.arguments))
-        elif isinstance(item, Reasoning):
-            content = [part.text for part in item.content or [] if isinstance(part, ReasoningText)]
-            assert item.summary == []
-            out.append(thought(*content, state=isinstance(item.encrypted_content, str)))
-        else:
-            raise AssertionError(f"unexpected output item {item!r}")
-    return out
-
-
-def _usage_tuple(resource: ResponseResource) -> tuple[int, int, int, int, int]:
-    usage = resource.usage
-    assert usage is not None
-    return (usage.input_tokens, usage.input_tokens_details.cached_tokens, usage.output_tokens,
-            usage.output_tokens_details.reasoning_tokens, usage.total_tokens)
+    return summary(resource, reasoning=_reasoning)
 
 
 def _check_sigv4(method: str, url: str, header: Callable[[str], str | None], body: bytes) -> None:
@@ -462,16 +346,15 @@ def _check_sigv4(method: str, url: str, header: Callable[[str], str | None], bod
 
 
 # -- the recorded cases ------------------------------------------------------------------------
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", case_params(CASES, SKIPPED, lambda cassette: f"{DIR}/{cassette}"))
 async def test_recorded_case(case: Case, session: aiohttp.ClientSession) -> None:
     recording = load(f"{DIR}/{case.cassette}", interactions=[case.interaction])
     interaction = recording.interactions[0]
     expected_body = recording.recorded_requests[0]
-    for ignore in case.ignore:
-        assert _strip(expected_body, ignore) > 0, f"stale ignore {ignore.path!r}: nothing to ignore"
+    normalise(expected_body, case.normalise)
     base_url, _, rest = interaction.uri.partition("/model/")
     deployment = _deployment(base_url, unquote(rest.rsplit("/", 1)[0]), options=case.options)
-    request = _upstream(case.request() if callable(case.request) else case.request, deployment)
+    request = _upstream(case.body(), deployment)
     provider = BedrockProvider(session)
 
     prepared = provider.prepare(request)
@@ -479,64 +362,18 @@ async def test_recorded_case(case: Case, session: aiohttp.ClientSession) -> None
     assert prepared.url == _wire(interaction.uri)
     assert _comparable(prepared.body) == _comparable(expected_body)
 
-    with replay(_on_the_wire(recording)) as cassette:
-        if isinstance(case.expect, Failure):
-            with pytest.raises(GatewayError) as caught:
-                await _collect(provider, request)
-        else:
-            deltas = await _collect(provider, request)
-    assert len(cassette.sent_requests) == 1
-    sent = cassette.sent_requests[0]
-    assert sent.url == prepared.url
+    sent, result = await play(_on_the_wire(recording), provider.run(request))
+    check_sent(sent, prepared, {})
     assert sent.body == _encode(prepared.body)
-    assert sent.header("Content-Type") == "application/json"
     _check_sigv4(sent.method, sent.url, sent.header, sent.body)
-
-    if isinstance(case.expect, Failure):
-        _check_failure(caught.value, case.expect)
-    else:
-        _check_outcome(deltas, case.expect, streamed=request.stream)
-
-
-def _check_failure(error: GatewayError, expect: Failure) -> None:
-    assert type(error) is expect.error, error
-    assert (error.status, error.code, error.param, error.retryable) == (
-        expect.status, expect.code, expect.param, expect.retryable)
-    assert expect.message in error.message
-    for secret in CREDENTIALS.values():
-        assert secret not in str(error)
-
-
-def _check_outcome(deltas: list[Delta], expect: Outcome, *, streamed: bool) -> None:
-    builder, events = _build(deltas)
-    resource = builder.resource
-    assert _summary(resource) == expect.output
-    assert _usage_tuple(resource) == expect.usage
-    assert resource.service_tier == "default"
-    if expect.incomplete:
-        assert (resource.status, resource.incomplete_details) == ("incomplete", resource.incomplete_details)
-        assert resource.incomplete_details is not None
-        assert resource.incomplete_details.reason == expect.incomplete
-    else:
-        assert (resource.status, resource.incomplete_details) == ("completed", None)
-    for item in resource.output:
-        assert getattr(item, "status", None) == ("incomplete" if expect.incomplete else "completed")
-    validate_resource(_json(resource))
-    validate_stream([_json(event) for event in events])
-    if streamed:  # a streamed reply arrives in pieces; a whole one as one delta per item
-        assert len(deltas) > 2 * len(expect.output) + 2
+    check_result(result, case.expect, secrets=tuple(CREDENTIALS.values()), pieces=2 if request.stream else 0,
+                 summarise=_summary)
 
 
 def test_every_recorded_interaction_is_accounted_for() -> None:
-    covered = {(case.cassette, case.interaction) for case in CASES}
-    assert len(covered) == len(CASES), "two cases replay the same interaction"
-    assert not covered & SKIPPED.keys(), "an interaction is both a case and skipped"
-    recorded_ids = set()
-    for path in sorted((fixtures_dir() / DIR).glob("*.yaml")):
-        recorded_ids |= {(path.name, i.index) for i in load(f"{DIR}/{path.name}").interactions}
-    assert len({cassette for cassette, _ in recorded_ids}) == 16
-    assert recorded_ids - covered - SKIPPED.keys() == set(), "recorded interactions without a case or a reason"
-    assert (covered | SKIPPED.keys()) - recorded_ids == set(), "cases or skips for interactions that do not exist"
+    recorded = recorded_ids(DIR, lambda path: path.name)
+    assert len({cassette for cassette, _ in recorded}) == 16
+    assert_accounted_for(CASES, SKIPPED, recorded)
 
 
 async def test_reasoning_signature_round_trip(session: aiohttp.ClientSession) -> None:
@@ -546,7 +383,7 @@ async def test_reasoning_signature_round_trip(session: aiohttp.ClientSession) ->
     request = _upstream(first.request if isinstance(first.request, dict) else {},
                         _deployment(model="us.anthropic.claude-sonnet-4-20250514-v1:0"))
     with replay(_on_the_wire(load(f"{DIR}/converse-thinking-anthropic.yaml", interactions=[0]))):
-        deltas = await _collect(BedrockProvider(session), request)
+        deltas = await collect(BedrockProvider(session).run(request))
     states = [delta.encrypted_content for delta in deltas if isinstance(delta, ReasoningState)]
     assert states == [recorded_state("converse-thinking-anthropic.yaml", 0)]
     assert json.loads(states[0])["reasoningText"]["signature"].startswith("Eu4CCkgIBxABGAIq")
@@ -557,7 +394,7 @@ async def test_streamed_reasoning_state_carries_the_whole_text_and_signature(
     request = _upstream({"model": "team-model", "reasoning": {"effort": "low"}, "input": "Hello", "stream": True},
                         _deployment(model="us.anthropic.claude-sonnet-4-20250514-v1:0"))
     with replay(_on_the_wire(load(f"{DIR}/converse-stream-thinking.yaml"))):
-        deltas = await _collect(BedrockProvider(session), request)
+        deltas = await collect(BedrockProvider(session).run(request))
     (state,) = [json.loads(delta.encrypted_content) for delta in deltas if isinstance(delta, ReasoningState)]
     block = state["reasoningText"]
     assert set(state) == {"reasoningText"} and set(block) == {"text", "signature"}
@@ -566,37 +403,18 @@ async def test_streamed_reasoning_state_carries_the_whole_text_and_signature(
     assert block["signature"].startswith("Eu0CCkgIBxABGAIqQJDccbDQkr81n7QjZ0Fi43umSvw0")
 
 
-def _chunked_stream(size: int, pieces: list[bytes]) -> type[aiohttp_stubs.MockStream]:
-    class ChunkedStream(aiohttp_stubs.MockStream):
-        """Hands the body to the reader ``size`` bytes at a time, as a socket may."""
-
-        def __init__(self, body: bytes) -> None:
-            super().__init__(body)
-            self._whole = body or b""
-
-        def iter_any(self) -> Any:
-            async def chunks() -> AsyncIterator[bytes]:
-                for start in range(0, len(self._whole), size):
-                    pieces.append(self._whole[start:start + size])
-                    yield pieces[-1]
-
-            return chunks()
-
-    return ChunkedStream
-
-
 @pytest.mark.parametrize("size", [1, 5, 13, 100_000])
 async def test_eventstream_frames_across_chunk_boundaries(session: aiohttp.ClientSession,
                                                           monkeypatch: pytest.MonkeyPatch, size: int) -> None:
     recording = _on_the_wire(load(f"{DIR}/converse-stream-tool-use.yaml"))
     pieces: list[bytes] = []
-    monkeypatch.setattr(aiohttp_stubs, "MockStream", _chunked_stream(size, pieces))
+    monkeypatch.setattr(aiohttp_stubs, "MockStream", chunked_stream(size, pieces))
     request = _upstream({"model": "team-model", "input": "x", "tools": [TOP_SONG], "stream": True},
                         _deployment(model="anthropic.claude-3-haiku-20240307-v1:0"))
     with replay(recording, require_all_played=False):
-        deltas = await _collect(BedrockProvider(session), request)
+        deltas = await collect(BedrockProvider(session).run(request))
     assert len(pieces) == -(-len(recording.interactions[0].response_body) // size)
-    assert _summary(_build(deltas)[0].resource) == [call("tooluse_p0X002uYQ9y_0fFkBsyYRg", "top_song",
+    assert _summary(build(deltas)[0].resource) == [call("tooluse_p0X002uYQ9y_0fFkBsyYRg", "top_song",
                                                           '{"sign": "WZPZ"}')]
 
 
@@ -638,13 +456,7 @@ def test_bearer_api_key_and_unsigned() -> None:
 def _prepare(body: dict[str, Any], *, items: list[Item] | None = None, tools: list[Any] | None = None,
              tool_choice: Any = None, **deployment: Any) -> dict[str, Any]:
     request = _upstream({"model": "team-model", **body}, _deployment(credentials={}, **deployment))
-    if items is not None:
-        request.items = items
-    if tools is not None:
-        request.tools = tools
-    if tool_choice is not None:
-        request.tool_choice = tool_choice
-    return BedrockProvider(None).prepare(request).body  # type: ignore[arg-type]  # prepare does no I/O
+    return offline(BedrockProvider, request, items=items, tools=tools, tool_choice=tool_choice).body
 
 
 WEATHER = weather_tool("Weather")
@@ -837,7 +649,7 @@ async def _run_synthetic(session: aiohttp.ClientSession, interaction: Interactio
     request = _upstream({"model": "team-model", "input": "x", "stream": interaction.uri == STREAM_URL},
                         _deployment(credentials={}))
     with replay(synthetic(interaction)):
-        return await _collect(BedrockProvider(session), request)
+        return await collect(BedrockProvider(session).run(request))
 
 
 async def test_usage_with_cache_tokens_service_tier_and_content_filter(session: aiohttp.ClientSession) -> None:
@@ -845,12 +657,12 @@ async def test_usage_with_cache_tokens_service_tier_and_content_filter(session: 
              "stopReason": "guardrail_intervened", "serviceTier": {"type": "priority"}, "metrics": {"latencyMs": 1},
              "usage": {"inputTokens": 2, "cacheReadInputTokens": 1322, "cacheWriteInputTokens": 10,
                        "outputTokens": 5, "totalTokens": 1339}}
-    builder, events = _build(await _run_synthetic(session, Interaction.make(URL, body=reply)))
+    builder, events = build(await _run_synthetic(session, Interaction.make(URL, body=reply)))
     resource = builder.resource
-    assert _usage_tuple(resource) == (1334, 1322, 5, 0, 1339)
+    assert usage_tuple(resource) == (1334, 1322, 5, 0, 1339)
     assert (resource.status, resource.service_tier) == ("incomplete", "priority")
     assert resource.incomplete_details is not None and resource.incomplete_details.reason == "content_filter"
-    validate_stream([_json(event) for event in events])
+    validate_stream([to_json(event) for event in events])
 
 
 @pytest.mark.parametrize("url", [URL, STREAM_URL], ids=["whole", "stream"])
@@ -877,7 +689,7 @@ async def test_redacted_reasoning_in_a_stream(session: aiohttp.ClientSession) ->
         frame("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"text": "Hi"}}),
         frame("messageStop", {"stopReason": "end_turn"}),
         frame("metadata", {"usage": {"inputTokens": 1, "outputTokens": 2, "totalTokens": 3}})])
-    builder, _ = _build(await _run_synthetic(session, Interaction.make(STREAM_URL, body=body, headers=EVENTSTREAM)))
+    builder, _ = build(await _run_synthetic(session, Interaction.make(STREAM_URL, body=body, headers=EVENTSTREAM)))
     assert _summary(builder.resource) == [thought(), text("Hi")]
     reasoning = builder.resource.output[0]
     assert isinstance(reasoning, Reasoning) and reasoning.encrypted_content == '{"redactedContent":"c2VjcmV0"}'
@@ -984,13 +796,13 @@ async def test_signed_round_trip_through_the_simulator(session: aiohttp.ClientSe
                              headers={"x-sim-parallel": "2"})
     first = _upstream({"model": "team-model", "input": "Weather in Oslo and Rome", "stream": stream,
                        "tools": [WEATHER, TOP_SONG]}, deployment)
-    calls = _summary(_build(await _collect(BedrockProvider(session), first))[0].resource)
+    calls = _summary(build(await collect(BedrockProvider(session).run(first)))[0].resource)
     assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [("get_weather", {"city": "Rome"}),
                                                                        ("top_song", {"sign": "Rome"})]
     follow = _upstream({"model": "team-model", "stream": stream, "tools": [WEATHER, TOP_SONG], "input": [
         user("Weather in Oslo and Rome"), *[fc(c["call_id"], c["name"], c["arguments"]) for c in calls],
         *[fco(c["call_id"], c["name"]) for c in calls]]}, deployment)
-    builder, _ = _build(await _collect(BedrockProvider(session), follow))
+    builder, _ = build(await collect(BedrockProvider(session).run(follow)))
     assert _summary(builder.resource) == [text("Tool said: get_weather; top_song")]
     async with session.get(f"{simulator}/_sim/requests") as reply:
         recorded = await reply.json()
@@ -1005,7 +817,7 @@ async def test_corrupt_frame_from_the_simulator_is_an_upstream_error(session: ai
     request = _upstream({"model": "team-model", "input": "hi", "stream": True},
                         _deployment(simulator, "m", credentials={}, headers={"x-sim-fault": "malformed"}))
     with pytest.raises(UpstreamError, match="corrupt event stream frame"):
-        await _collect(BedrockProvider(session), request)
+        await collect(BedrockProvider(session).run(request))
 
 
 @pytest.mark.parametrize(("body", "words"), [

@@ -21,19 +21,14 @@ adapter also runs against the simulator's Cohere dialect.
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 
 from providers.cohere import CohereProvider, CohereStreamDecoder
-from providers.http import new_session
 from providers.simulator import start_simulator
-from proxy.decoding import decode_create_request
 from proxy.errors import (
     GatewayError,
     InvalidRequest,
@@ -44,222 +39,43 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.schema import events as ev
-from proxy.schema.codec import encode
-from proxy.schema.content import InputImage, OutputText, ReasoningText, Refusal
+from proxy.schema.content import InputImage
 from proxy.schema.deltas import Delta
-from proxy.schema.items import Compaction, FunctionCall, Item, Message, OpaqueItem, Reasoning
-from proxy.schema.response import IncompleteDetails, ResponseResource
-from proxy.schema.upstream import Deployment, UpstreamRequest
-from proxy.streaming import ResponseBuilder
-from tests.conformance.cassette import Interaction, fixtures_dir, load, replay, synthetic
-from tests.spec_validation import validate_resource, validate_stream
+from proxy.schema.items import Compaction, Item, Message, OpaqueItem
+from proxy.schema.upstream import Deployment
+from tests.conformance._cases import (
+    API_KEY,
+    Case,
+    Ignore,
+    Long,
+    Outcome,
+    assert_accounted_for,
+    assistant,
+    build,
+    call,
+    case_params,
+    check_case,
+    collect,
+    decoded_request,
+    fco,
+    no_error,
+    offline,
+    recorded,
+    recorded_ids,
+    replayed,
+    summary,
+    text,
+    thought,
+    to_json,
+    usage_tuple,
+    user,
+)
+from tests.conformance.cassette import Interaction, load
+from tests.spec_validation import validate_stream
 
-API_KEY = "test-key"
 DIR = "cohere"
 BASE_URL = "https://api.cohere.com/v2"
 URL = BASE_URL + "/chat"
-
-
-# -- the vocabulary of cases (shared with test_ollama_translation) -----------------------------
-@dataclass(frozen=True)
-class Ignore:
-    """A request key on which the prepared body and the recorded one may differ: one the
-    recording's client sent that the adapter does not (and need not) send, or with ``added`` one
-    the adapter sends that the recording lacks. ``path`` is dotted with ``*`` for every list
-    element; only the exact ``value`` is ignored."""
-
-    path: str
-    why: str
-    value: Any
-    added: bool = False
-
-
-class Long:
-    """Expected long text: equal when prefix, suffix and length all match."""
-
-    def __init__(self, prefix: str, suffix: str, length: int) -> None:
-        self.prefix, self.suffix, self.length = prefix, suffix, length
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, str) and len(other) == self.length and other.startswith(self.prefix)
-                and other.endswith(self.suffix))
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Long({self.prefix!r}...{self.suffix!r}, {self.length})"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    output: list[dict[str, Any]]
-    usage: tuple[int, int, int, int, int]  # input, cached, output, reasoning, total
-    model: str | None = None  # the model the upstream reports (Cohere reports none)
-    incomplete: str | None = None
-
-
-@dataclass(frozen=True)
-class Failure:
-    error: type[GatewayError]
-    status: int
-    code: str
-    message: str  # a substring of the mapped message
-    param: str | None = None
-    retryable: bool = False
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    cassette: str
-    interaction: int
-    request: dict[str, Any] | Callable[[], dict[str, Any]]  # the Responses request body
-    expect: Outcome | Failure
-    ignore: tuple[Ignore, ...] = ()
-
-
-def text(value: Any, phase: str | None = None) -> dict[str, Any]:
-    item: dict[str, Any] = {"type": "message", "content": [("output_text", value)]}
-    if phase:
-        item["phase"] = phase
-    return item
-
-
-def call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
-
-
-def thought(value: Any) -> dict[str, Any]:
-    return {"type": "reasoning", "content": [value], "summary": []}
-
-
-def user(content: Any) -> dict[str, Any]:
-    return {"type": "message", "role": "user", "content": content}
-
-
-def assistant(content: Any) -> dict[str, Any]:
-    return {"type": "message", "role": "assistant", "content": content}
-
-
-def fco(call_id: str, output: Any) -> dict[str, Any]:
-    return {"type": "function_call_output", "call_id": call_id, "output": output}
-
-
-def recorded(cassette: str, interaction: int, *path: str | int) -> Any:
-    """A value from a recorded request body (payloads too long to repeat here)."""
-    value = load(cassette, interactions=[interaction]).recorded_requests[0]
-    for step in path:
-        value = value[step]
-    return value
-
-
-def upstream(responses_body: dict[str, Any], deployment: Deployment) -> UpstreamRequest:
-    """What the engine hands the adapter for this create body (no stored history)."""
-    decoded = decode_create_request(json.dumps(responses_body).encode())
-    body = decoded.body
-    return UpstreamRequest(body=body, items=decoded.input, tools=decoded.tools, tool_choice=decoded.tool_choice,
-                           instructions=body.instructions if isinstance(body.instructions, str) else None,
-                           deployment=deployment, stream=body.stream is True)
-
-
-def strip(body: Any, ignore: Ignore) -> int:
-    """Remove what ``ignore`` names from ``body`` in place; returns how many keys went."""
-
-    def walk(node: Any, parts: list[str]) -> int:
-        head, rest = parts[0], parts[1:]
-        if head == "*":
-            return sum(walk(child, rest) for child in node) if isinstance(node, list) else 0
-        if not isinstance(node, dict) or head not in node:
-            return 0
-        if rest:
-            return walk(node[head], rest)
-        if node[head] != ignore.value:
-            return 0
-        del node[head]
-        return 1
-
-    return walk(body, ignore.path.split("."))
-
-
-def assert_same_body(prepared: dict[str, Any], recorded_body: dict[str, Any], ignores: tuple[Ignore, ...]) -> None:
-    """``prepared`` equals ``recorded_body`` up to ``ignores``, each of which must match something."""
-    prepared = copy.deepcopy(prepared)
-    for ignore in ignores:
-        assert strip(prepared if ignore.added else recorded_body, ignore) > 0, \
-            f"stale ignore {ignore.path!r}: nothing to ignore"
-    assert prepared == recorded_body
-
-
-def build(deltas: list[Delta]) -> tuple[ResponseBuilder, list[Any]]:
-    builder = ResponseBuilder(ResponseResource(id="resp_test", created_at=0, model="team-model"))
-    events = builder.start()
-    for delta in deltas:
-        events += builder.feed(delta)
-    events += builder.complete()
-    return builder, events
-
-
-def to_json(value: Any) -> Any:
-    return json.loads(encode(value))
-
-
-def summary(resource: ResponseResource) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for item in resource.output:
-        if isinstance(item, Message):
-            parts = [("output_text", p.text) if isinstance(p, OutputText) else ("refusal", p.refusal)
-                     for p in item.content if isinstance(p, OutputText | Refusal)]
-            assert len(parts) == len(item.content), item
-            entry: dict[str, Any] = {"type": "message", "content": parts}
-            if isinstance(item.phase, str):
-                entry["phase"] = item.phase
-            out.append(entry)
-        elif isinstance(item, FunctionCall):
-            out.append(call(item.call_id, item.name, item.arguments))
-        elif isinstance(item, Reasoning):
-            content = [p.text for p in item.content or [] if isinstance(p, ReasoningText)]
-            out.append({"type": "reasoning", "content": content, "summary": [p.text for p in item.summary]})
-        else:
-            raise AssertionError(f"unexpected output item {item!r}")
-    return out
-
-
-def usage_tuple(resource: ResponseResource) -> tuple[int, int, int, int, int]:
-    usage = resource.usage
-    assert usage is not None
-    return (usage.input_tokens, usage.input_tokens_details.cached_tokens, usage.output_tokens,
-            usage.output_tokens_details.reasoning_tokens, usage.total_tokens)
-
-
-def check_failure(error: GatewayError, expect: Failure) -> None:
-    assert type(error) is expect.error, error
-    assert (error.status, error.code, error.param, error.retryable) == (
-        expect.status, expect.code, expect.param, expect.retryable)
-    assert expect.message in error.message
-    assert API_KEY not in error.message
-    assert API_KEY not in str(error)
-
-
-def check_outcome(deltas: list[Delta], expect: Outcome, *, streamed: bool) -> None:
-    builder, events = build(deltas)
-    resource = builder.resource
-    assert summary(resource) == expect.output
-    assert usage_tuple(resource) == expect.usage
-    assert builder.upstream_model == expect.model
-    if expect.incomplete:
-        assert (resource.status, resource.incomplete_details) == ("incomplete",
-                                                                  IncompleteDetails(reason=expect.incomplete))
-        assert isinstance(events[-1], ev.ResponseIncomplete)
-    else:
-        assert (resource.status, resource.incomplete_details) == ("completed", None)
-        assert isinstance(events[-1], ev.ResponseCompleted)
-    for item in resource.output:
-        assert getattr(item, "status", None) == ("incomplete" if expect.incomplete else "completed")
-    validate_resource(to_json(resource))
-    validate_stream([to_json(event) for event in events])
-    assert all(getattr(event, "delta", None) != "" for event in events), "an empty delta event"
-    if streamed:  # a streamed reply arrives in pieces; a whole one as one delta per item
-        assert len(deltas) > 2 * len(expect.output) + 2
 
 
 # -- the recorded cases ------------------------------------------------------------------------
@@ -355,7 +171,7 @@ CASES: list[Case] = [
              fco("get_weather_d7arjgsc96yf", "Sunny 20 degrees Celsius")]},
          Outcome([text("The current time in Tokyo is 4:20 PM and the weather is sunny with a temperature of "
                        "20\u00b0C.")], (1094, 0, 102, 0, 1196)),
-         ignore=(NULL_CONTENT,)),
+         normalise=(NULL_CONTENT,)),
 ]
 
 # Interactions not replayed as cases, with the reason. Each becomes a skipped test so the report
@@ -366,82 +182,30 @@ SKIPPED: dict[tuple[str, int], str] = {
 }
 
 
-def _params() -> list[Any]:
-    params = [pytest.param(case, id=case.id) for case in CASES]
-    for (cassette, index), reason in SKIPPED.items():
-        params.append(pytest.param(None, id=f"{cassette.split('/')[1].removesuffix('.yaml')}#{index}",
-                                   marks=pytest.mark.skip(reason=f"{cassette}#{index}: {reason}")))
-    return params
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_session() as client:
-        yield client
-
-
 def _deployment(model: str, base_url: str = BASE_URL, **overrides: Any) -> Deployment:
     return Deployment(name="test", provider="cohere", dialect="cohere", base_url=base_url, model=model,
                       **{"api_key": API_KEY, **overrides})
 
 
-async def _collect(provider: CohereProvider, request: UpstreamRequest) -> list[Delta]:
-    return [delta async for delta in provider.run(request)]
-
-
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", case_params(CASES, SKIPPED))
 async def test_recorded_case(case: Case, session: aiohttp.ClientSession) -> None:
     recording = load(case.cassette, interactions=[case.interaction])
-    interaction = recording.interactions[0]
-    assert interaction.uri == URL
-    request = upstream(case.request() if callable(case.request) else case.request,
-                       _deployment(recording.recorded_requests[0]["model"]))
+    assert recording.interactions[0].uri == URL
+    request = decoded_request(case.body(), _deployment(recording.recorded_requests[0]["model"]))
     provider = CohereProvider(session)
-
-    prepared = provider.prepare(request)
-    assert (prepared.method, prepared.url) == (interaction.method, URL)
-    assert_same_body(prepared.body, recording.recorded_requests[0], case.ignore)
-
-    with replay(recording) as cassette:
-        if isinstance(case.expect, Failure):
-            with pytest.raises(GatewayError) as caught:
-                await _collect(provider, request)
-        else:
-            deltas = await _collect(provider, request)
-    [sent] = cassette.sent_requests
-    assert sent.url == prepared.url
-    assert sent.json() == prepared.body
-    assert sent.header("Authorization") == f"Bearer {API_KEY}"
-    assert sent.header("Content-Type") == "application/json"
-    if isinstance(case.expect, Failure):
-        check_failure(caught.value, case.expect)
-    else:
-        check_outcome(deltas, case.expect, streamed=request.stream)
+    await check_case(case, recording, provider.prepare(request), provider.run(request),
+                     headers={"Authorization": f"Bearer {API_KEY}"}, pieces=2 if request.stream else 0)
 
 
 def test_every_recorded_interaction_is_accounted_for() -> None:
-    covered = {(case.cassette, case.interaction) for case in CASES}
-    assert len(covered) == len(CASES), "two cases replay the same interaction"
-    assert not covered & SKIPPED.keys(), "an interaction is both a case and skipped"
-    recorded_ids = set()
-    for path in sorted((fixtures_dir() / DIR).glob("*.yaml")):
-        name = f"{DIR}/{path.name}"
-        recorded_ids |= {(name, i.index) for i in load(name).interactions}
-    assert recorded_ids - covered - SKIPPED.keys() == set(), "recorded interactions without a case or a reason"
-    assert (covered | SKIPPED.keys()) - recorded_ids == set(), "cases or skips for interactions that do not exist"
+    assert_accounted_for(CASES, SKIPPED, recorded_ids(DIR))
 
 
 # -- request translation without a recording ---------------------------------------------------
 def _prepare(body: dict[str, Any], *, items: list[Item] | None = None, tools: list[Any] | None = None,
              tool_choice: Any = None) -> dict[str, Any]:
-    request = upstream({"model": "team-model", **body}, _deployment("command-a"))
-    if items is not None:
-        request.items = items
-    if tools is not None:
-        request.tools = tools
-    if tool_choice is not None:
-        request.tool_choice = tool_choice
-    prepared = CohereProvider(None).prepare(request)  # type: ignore[arg-type]  # prepare does no I/O
+    prepared = offline(CohereProvider, decoded_request({"model": "team-model", **body}, _deployment("command-a")),
+                       items=items, tools=tools, tool_choice=tool_choice)
     assert prepared.url == URL
     return prepared.body
 
@@ -595,9 +359,9 @@ def _tool_call(index: int, call_id: str, name: str, *fragments: str) -> list[dic
 
 async def _run_synthetic(session: aiohttp.ClientSession, interaction: Interaction, *, stream: bool = True,
                          **body: Any) -> list[Delta]:
-    request = upstream({"model": "team-model", "input": "x", "stream": stream, **body}, _deployment("command-a"))
-    with replay(synthetic(interaction)):
-        return await _collect(CohereProvider(session), request)
+    request = decoded_request({"model": "team-model", "input": "x", "stream": stream, **body},
+                              _deployment("command-a"))
+    return await replayed(CohereProvider(session).run(request), interaction)
 
 
 async def test_stream_with_thinking_plan_calls_and_citations(session: aiohttp.ClientSession) -> None:
@@ -686,10 +450,7 @@ async def test_error_statuses_are_mapped(session: aiohttp.ClientSession, status:
 
 
 def test_decoder_ignores_unknown_events_and_needs_message_end() -> None:
-    def unused_mapper(status: int, headers: Any, body: bytes) -> GatewayError:
-        raise AssertionError("no error here")
-
-    decoder = CohereStreamDecoder("cohere", unused_mapper)
+    decoder = CohereStreamDecoder("cohere", no_error)
     assert decoder.feed("debug", b'{"type": "debug", "delta": {"message": {"content": {"text": "no"}}}}') == []
     assert decoder.feed("content-delta", b'{"type": "content-delta", "index": 0}') == []
     with pytest.raises(UpstreamError, match="ended early"):
@@ -707,7 +468,7 @@ async def test_simulator_stream_and_whole_reply_agree(session: aiohttp.ClientSes
         replies = []
         for stream in (False, True):
             body = {"model": "team-model", "input": "Weather in Oslo", "tools": [PARIS_WEATHER], "stream": stream}
-            deltas = await _collect(provider, upstream(body, deployment))
+            deltas = await collect(provider.run(decoded_request(body, deployment)))
             replies.append(build(deltas)[0].resource)
     finally:
         await simulator.close()

@@ -30,9 +30,9 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -43,10 +43,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from providers.gemini import GeminiProvider
 from providers.google_auth import ServiceAccountTokens
-from providers.http import new_session
 from providers.simulator import SimulatorOptions, start_simulator
 from proxy.adaptation import adapt
-from proxy.decoding import decode_create_request
 from proxy.errors import (
     ContextTooLong,
     GatewayError,
@@ -59,80 +57,50 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.schema import deltas as d
-from proxy.schema import events as ev
-from proxy.schema.codec import encode
-from proxy.schema.content import OutputText, Refusal
-from proxy.schema.items import Compaction, FunctionCall, Item, ItemReference, Message, OpaqueItem, Reasoning
+from proxy.schema.items import Compaction, Item, ItemReference, Message, OpaqueItem, Reasoning
 from proxy.schema.request import FunctionTool
 from proxy.schema.response import ResponseResource
-from proxy.schema.upstream import Deployment, Timeouts, UpstreamRequest
+from proxy.schema.upstream import Deployment, Timeouts
 from proxy.sealing import Sealer
-from proxy.streaming import ResponseBuilder
+from tests.conformance import _cases
+from tests.conformance._cases import (
+    ALIAS,
+    API_KEY,
+    BOOK_SCHEMA,
+    Failure,
+    Ignore,
+    Long,
+    Normalisation,
+    Outcome,
+    assert_accounted_for,
+    assistant,
+    build,
+    call,
+    case_params,
+    check_case,
+    collect,
+    decoded_request,
+    fc,
+    fco,
+    normalise,
+    offline,
+    recorded,
+    summary,
+    system,
+    text,
+    to_json,
+    usage_tuple,
+    user,
+)
 from tests.conformance.cassette import Interaction, Recording, fixtures_dir, load, replay, synthetic
-from tests.spec_validation import validate_resource, validate_stream
+from tests.spec_validation import validate_stream
 
-API_KEY = "test-key"
 DIR = "gemini"
 AI_STUDIO = "https://generativelanguage.googleapis.com/v1beta"
 VERTEX = "https://aiplatform.googleapis.com/v1beta1"
-ALIAS = "team-model"
 
 
 # -- normalisations: documented differences between a recorded request and the adapter's -------
-class Normalisation:
-    """Applied to the recorded body before it is compared; ``apply`` returns how many places it
-    changed (a normalisation that changes nothing is stale and fails the case)."""
-
-    path: str
-    why: str
-
-    def apply(self, body: Any) -> int:
-        *parents, last = self.path.split(".")
-        return sum(self._at(node, last) for node in _nodes(body, parents))
-
-    def _at(self, node: Any, key: str) -> int:
-        raise NotImplementedError
-
-
-def _nodes(body: Any, steps: list[str]) -> Iterator[Any]:
-    """The nodes a dotted path (``*`` = every list element, digits = a list index) reaches."""
-    nodes = [body]
-    for step in steps:
-        found = []
-        for node in nodes:
-            if step == "*" and isinstance(node, list):
-                found += node
-            elif step.isdigit() and isinstance(node, list) and int(step) < len(node):
-                found.append(node[int(step)])
-            elif isinstance(node, dict) and step in node:
-                found.append(node[step])
-        nodes = found
-    yield from nodes
-
-
-_ANY = object()
-
-
-@dataclass(frozen=True)
-class Ignore(Normalisation):
-    """A recorded key (or list element) the adapter does not send; with ``value``, only that value."""
-
-    path: str
-    why: str
-    value: Any = _ANY
-
-    def _at(self, node: Any, key: str) -> int:
-        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
-            if self.value is _ANY or node[int(key)] == self.value:
-                del node[int(key)]
-                return 1
-            return 0
-        if not isinstance(node, dict) or key not in node or (self.value is not _ANY and node[key] != self.value):
-            return 0
-        del node[key]
-        return 1
-
-
 @dataclass(frozen=True)
 class Rename(Normalisation):
     """A recorded key the adapter spells ``to`` (the SDKs' snake_case; the API takes both)."""
@@ -218,31 +186,7 @@ SAMPLING_EXTRAS = (Ignore("generationConfig.topK", NOT_RESPONSES), Ignore("gener
 SDK_BASE64 = "the SDK re-encodes bytes in URL-safe base64 (the reply had the standard alphabet)"
 
 
-class Long:
-    """Expected long text: equal when prefix, suffix and length all match."""
-
-    def __init__(self, prefix: str, suffix: str, length: int) -> None:
-        self.prefix, self.suffix, self.length = prefix, suffix, length
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, str) and len(other) == self.length and other.startswith(self.prefix)
-                and other.endswith(self.suffix))
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Long({self.prefix!r}...{self.suffix!r}, {self.length})"
-
-
 # -- the vocabulary of cases ---------------------------------------------------------------------
-def text(value: Any) -> dict[str, Any]:
-    return {"type": "message", "content": [("output_text", value)]}
-
-
-def call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
-
-
 def thought(*summary: Any) -> dict[str, Any]:
     return {"type": "reasoning", "summary": list(summary), "state": None}
 
@@ -253,57 +197,11 @@ def signatures(**state: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    output: list[dict[str, Any]]
-    usage: tuple[int, int, int, int, int]  # input, cached, output, reasoning, total
-    model: str
-    service_tier: str = "default"
-    incomplete: Literal["max_output_tokens", "content_filter"] | None = None
-
-
-@dataclass(frozen=True)
-class Failure:
-    error: type[GatewayError]
-    status: int
-    code: str
-    message: str  # a substring of the mapped message
-    param: str | None = None
-    retryable: bool = False
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    cassette: str
-    interaction: int
-    request: dict[str, Any] | Callable[[], dict[str, Any]]  # the Responses request body
-    expect: Outcome | Failure
-    normalise: tuple[Normalisation, ...] = ()
+class Case(_cases.Case):
     vertex: bool = False
     sse_from_array: bool = False
     """The recording streamed without ``alt=sse`` (one JSON array); its chunks are replayed as the
     SSE events the adapter asks for."""
-    options: dict[str, str] = field(default_factory=dict)
-
-
-def user(content: Any) -> dict[str, Any]:
-    return {"type": "message", "role": "user", "content": content}
-
-
-def system(content: Any) -> dict[str, Any]:
-    return {"type": "message", "role": "system", "content": content}
-
-
-def assistant(content: Any) -> dict[str, Any]:
-    return {"type": "message", "role": "assistant", "content": content}
-
-
-def fc(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
-
-
-def fco(call_id: str, output: Any) -> dict[str, Any]:
-    return {"type": "function_call_output", "call_id": call_id, "output": output}
 
 
 def reasoning(*summary: str, state: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -311,14 +209,6 @@ def reasoning(*summary: str, state: dict[str, Any] | None = None) -> dict[str, A
     if state is not None:
         item["encrypted_content"] = json.dumps(state)
     return item
-
-
-def recorded(cassette: str, interaction: int, *path: str | int) -> Any:
-    """A value from a recorded request body (payloads too long to repeat here)."""
-    value = load(f"{DIR}/{cassette}", interactions=[interaction]).recorded_requests[0]
-    for step in path:
-        value = value[step]
-    return value
 
 
 def reply_signature(cassette: str, interaction: int) -> str:
@@ -350,22 +240,7 @@ MULTIPLY_TOOL = {"type": "function", "name": "multiply", "description": "Multipl
                                 "required": ["x", "y"], "type": "object"}}
 COUNTRY_TOOL = {"type": "function", "name": "get_country", "description": "",
                 "parameters": {"additionalProperties": False, "properties": {}, "type": "object"}}
-BOOK_FORMAT = {
-    "type": "json_schema", "name": "Book", "strict": True,
-    "schema": {
-        "$defs": {"Author": {
-            "description": "The author of a book.",
-            "properties": {"first_name": {"title": "First Name", "type": "string"},
-                           "last_name": {"title": "Last Name", "type": "string"}},
-            "required": ["first_name", "last_name"], "title": "Author", "type": "object",
-            "additionalProperties": False}},
-        "description": "A book with a rating. The title should be in all caps!",
-        "properties": {"title": {"title": "Title", "type": "string"}, "author": {"$ref": "#/$defs/Author"},
-                       "rating": {"description": "For testing purposes, the rating should be 7", "title": "Rating",
-                                  "type": "integer"}},
-        "required": ["title", "author", "rating"], "title": "Book", "type": "object", "additionalProperties": False,
-    },
-}
+BOOK_FORMAT = {"type": "json_schema", "name": "Book", "strict": True, "schema": BOOK_SCHEMA}
 SECRETS_ANSWER = Long('The secrets have been retrieved. For the password "mellon", the secret is "Welcome to ',
                       'For the password "radiance", the secret is "Life before Death".', 158)
 SECRETS_ANSWER_STREAM = Long('The secrets associated with the passwords "mellon" and "radiance" are "Welcome to Moria',
@@ -440,7 +315,7 @@ CASES: list[Case] = [
          lambda: {"model": ALIAS, "input": [user([
              {"type": "input_text", "text": "Describe the following image in one sentence"},
              {"type": "input_image", "image_url": "data:image/png;base64," + standard_b64(recorded(
-                 "input-image-inline.yaml", 0, "contents", 0, "parts", 1, "inlineData", "data"))}])]},
+                 f"{DIR}/input-image-inline.yaml", 0, "contents", 0, "parts", 1, "inlineData", "data"))}])]},
          Outcome([text(Long("The image displays a three-dimensional jigsaw puzz",
                             "few pieces missing to reveal a dark gray interior.", 193))],
                  (266, 0, 179, 145, 445), FLASH),
@@ -450,7 +325,7 @@ CASES: list[Case] = [
              {"type": "input_text", "text": "What text is in this PDF document? Reply in one short sentence."},
              {"type": "input_file", "filename": "document.pdf",
               "file_data": "data:application/pdf;base64," + standard_b64(recorded(
-                  "input-pdf-inline.yaml", 0, "contents", 0, "parts", 1, "inlineData", "data"))}])]},
+                  f"{DIR}/input-pdf-inline.yaml", 0, "contents", 0, "parts", 1, "inlineData", "data"))}])]},
          Outcome([text('The document contains the text "Hello, world!".')], (273, 0, 49, 39, 322), FLASH),
          normalise=(StandardBase64("contents.0.parts.1.inlineData.data", SDK_BASE64),)),
     # ---------------------------------------------------------------- structured output
@@ -474,8 +349,9 @@ CASES: list[Case] = [
                                             SDK_SNAKE))),
     Case("thinking-history", "thinking.yaml", 1,
          lambda: {"model": ALIAS, "reasoning": {"effort": "low"}, "input": [
-             user(PRIMES), reasoning(recorded("thinking.yaml", 1, "contents", 1, "parts", 0, "text")),
-             assistant(recorded("thinking.yaml", 1, "contents", 1, "parts", 1, "text")), user(PRIMES_FOLLOW_UP)]},
+             user(PRIMES), reasoning(recorded(f"{DIR}/thinking.yaml", 1, "contents", 1, "parts", 0, "text")),
+             assistant(recorded(f"{DIR}/thinking.yaml", 1, "contents", 1, "parts", 1, "text")),
+             user(PRIMES_FOLLOW_UP)]},
          Outcome([text("I do remember. They were:\n\n79\n179\n379")], (881, 0, 64, 46, 945), FLASH),
          normalise=THINKING_SNAKE),
     Case("thinking-stream", "thinking-stream.yaml", 0,
@@ -485,7 +361,7 @@ CASES: list[Case] = [
                                             SDK_SNAKE))),
     Case("thinking-stream-history", "thinking-stream.yaml", 1,
          lambda: {"model": ALIAS, "reasoning": {"effort": "low"}, "stream": True, "input": [
-             user(PRIMES), reasoning(*(recorded("thinking-stream.yaml", 1, "contents", 1, "parts", n, "text")
+             user(PRIMES), reasoning(*(recorded(f"{DIR}/thinking-stream.yaml", 1, "contents", 1, "parts", n, "text")
                                        for n in range(4))),
              assistant("3"), user(PRIMES_FOLLOW_UP)]},
          Outcome([text("I don't remember.")], (365, 0, 83, 77, 448), FLASH),
@@ -601,76 +477,20 @@ SKIPPED: dict[tuple[str, int], str] = {
 }
 
 
-def _params() -> list[Any]:
-    params = [pytest.param(case, id=case.id) for case in CASES]
-    for (cassette, index), reason in SKIPPED.items():
-        params.append(pytest.param(None, id=f"{cassette.removesuffix('.yaml')}#{index}",
-                                   marks=pytest.mark.skip(reason=f"{DIR}/{cassette}#{index}: {reason}")))
-    return params
-
-
 # -- helpers ---------------------------------------------------------------------------------------
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_session() as client:
-        yield client
-
-
 def _deployment(model: str, *, base_url: str = AI_STUDIO, **overrides: Any) -> Deployment:
     return Deployment(name="test", provider="google", dialect="gemini", base_url=base_url, model=model,
                       api_key=API_KEY, **overrides)
 
 
-def _request(body: dict[str, Any], deployment: Deployment) -> UpstreamRequest:
-    """What the engine hands the adapter for this create body (no stored history)."""
-    decoded = decode_create_request(json.dumps(body).encode())
-    return UpstreamRequest(body=decoded.body, items=decoded.input, tools=decoded.tools,
-                           tool_choice=decoded.tool_choice,
-                           instructions=decoded.body.instructions if isinstance(decoded.body.instructions, str)
-                           else None, deployment=deployment, stream=body.get("stream") is True)
-
-
-async def _collect(provider: GeminiProvider, request: UpstreamRequest) -> list[d.Delta]:
-    return [delta async for delta in provider.run(request)]
-
-
-def _build(deltas: list[d.Delta]) -> tuple[ResponseBuilder, list[Any]]:
-    builder = ResponseBuilder(ResponseResource(id="resp_test", created_at=0, model=ALIAS))
-    events = builder.start()
-    for delta in deltas:
-        events += builder.feed(delta)
-    events += builder.complete()
-    return builder, events
-
-
-def _json(value: Any) -> Any:
-    return json.loads(encode(value))
+def _reasoning(item: Reasoning) -> dict[str, Any]:
+    state = json.loads(item.encrypted_content) if isinstance(item.encrypted_content, str) else None
+    assert not item.content, "Gemini gives thought summaries, not raw reasoning"
+    return {"type": "reasoning", "summary": [p.text for p in item.summary], "state": state}
 
 
 def _summary(resource: ResponseResource) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for item in resource.output:
-        if isinstance(item, Message):
-            parts = [("output_text", p.text) if isinstance(p, OutputText) else ("refusal", p.refusal)
-                     for p in item.content if isinstance(p, OutputText | Refusal)]
-            assert len(parts) == len(item.content), item
-            out.append({"type": "message", "content": parts})
-        elif isinstance(item, FunctionCall):
-            out.append(call(item.call_id, item.name, item.arguments))
-        elif isinstance(item, Reasoning):
-            state = json.loads(item.encrypted_content) if isinstance(item.encrypted_content, str) else None
-            assert not item.content, "Gemini gives thought summaries, not raw reasoning"
-            out.append({"type": "reasoning", "summary": [p.text for p in item.summary], "state": state})
-        else:
-            raise AssertionError(f"unexpected output item {item!r}")
-    return out
-
-
-def _usage_tuple(resource: ResponseResource) -> tuple[int, int, int, int, int]:
-    usage = resource.usage
-    assert usage is not None
-    return (usage.input_tokens, usage.input_tokens_details.cached_tokens, usage.output_tokens,
-            usage.output_tokens_details.reasoning_tokens, usage.total_tokens)
+    return summary(resource, reasoning=_reasoning)
 
 
 def _sse_recording(recording: Recording) -> Recording:
@@ -751,102 +571,42 @@ def _vertex(server: TokenServer, model: str, *, base_url: str = VERTEX, **option
 
 
 # -- the recorded cases ----------------------------------------------------------------------------
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", case_params(CASES, SKIPPED, lambda cassette: f"{DIR}/{cassette}"))
 async def test_recorded_case(case: Case, session: aiohttp.ClientSession, token_server: TokenServer) -> None:
     recording = load(f"{DIR}/{case.cassette}", interactions=[case.interaction])
     if case.sse_from_array:
         recording = _sse_recording(recording)
-    interaction = recording.interactions[0]
-    expected_body = recording.recorded_requests[0]
-    for normalisation in case.normalise:
-        assert normalisation.apply(expected_body) > 0, f"stale normalisation {normalisation.path!r}"
-    model = re.search(r"/models/([^:/]+):", interaction.path)
+    model = re.search(r"/models/([^:/]+):", recording.interactions[0].path)
     assert model is not None
     provider = GeminiProvider(session)
     if case.vertex:
         deployment = _vertex(token_server, model[1])
         # The replay answers every aiohttp request, the token endpoint's too: fetch the token first.
         await provider.access_token(deployment)
-        credential = ("Authorization", "Bearer ya29.token-1")
+        headers = {"Authorization": "Bearer ya29.token-1", "x-goog-api-key": None,
+                   "X-Vertex-AI-LLM-Request-Type": "shared", "X-Vertex-AI-LLM-Shared-Request-Type": "flex"}
     else:
         deployment = _deployment(model[1])
-        credential = ("x-goog-api-key", API_KEY)
-    upstream = _request(case.request() if callable(case.request) else case.request, deployment)
-
+        headers = {"x-goog-api-key": API_KEY, "Authorization": None}
+    upstream = decoded_request(case.body(), deployment)
     prepared = provider.prepare(upstream)
-    assert prepared.method == interaction.method == "POST"
-    assert prepared.url == interaction.uri
-    assert prepared.body == expected_body
     assert "Authorization" not in prepared.headers  # prepare does no I/O: the token is added by run
-
-    with replay(recording) as cassette:
-        if isinstance(case.expect, Failure):
-            with pytest.raises(GatewayError) as caught:
-                await _collect(provider, upstream)
-        else:
-            deltas = await _collect(provider, upstream)
-    assert len(cassette.sent_requests) == 1
-    sent = cassette.sent_requests[0]
-    assert sent.url == prepared.url
-    assert sent.json() == prepared.body
-    assert sent.header(credential[0]) == credential[1]
-    assert sent.header("x-goog-api-key" if case.vertex else "Authorization") is None
-    assert sent.header("Content-Type") == "application/json"
-    if case.vertex:
-        assert sent.header("X-Vertex-AI-LLM-Request-Type") == "shared"
-        assert sent.header("X-Vertex-AI-LLM-Shared-Request-Type") == "flex"
-
-    if isinstance(case.expect, Failure):
-        _check_failure(caught.value, case.expect)
-    else:
-        _check_outcome(deltas, case.expect)
-
-
-def _check_failure(error: GatewayError, expect: Failure) -> None:
-    assert type(error) is expect.error, error
-    assert (error.status, error.code, error.param, error.retryable) == (
-        expect.status, expect.code, expect.param, expect.retryable)
-    assert expect.message in error.message
-    assert API_KEY not in str(error)
-
-
-def _check_outcome(deltas: list[d.Delta], expect: Outcome) -> None:
-    builder, events = _build(deltas)
-    resource = builder.resource
-    assert _summary(resource) == expect.output
-    assert _usage_tuple(resource) == expect.usage
-    assert builder.upstream_model == expect.model
-    assert resource.service_tier == expect.service_tier
-    if expect.incomplete:
-        assert resource.status == "incomplete"
-        assert resource.incomplete_details is not None
-        assert resource.incomplete_details.reason == expect.incomplete
-        assert isinstance(events[-1], ev.ResponseIncomplete)
-    else:
-        assert resource.status == "completed"
-        assert resource.incomplete_details is None
-        assert isinstance(events[-1], ev.ResponseCompleted)
-    for item in resource.output:
-        assert getattr(item, "status", None) == ("incomplete" if expect.incomplete else "completed")
-    calls = any(item["type"] == "function_call" for item in expect.output)
-    finish: d.FinishReason = expect.incomplete or ("tool_calls" if calls else "stop")  # Gemini says STOP here too
-    assert [delta for delta in deltas if isinstance(delta, d.Finish)] == [d.Finish(reason=finish)]
-    validate_resource(_json(resource))
-    validate_stream([_json(event) for event in events])
+    _, result = await check_case(case, recording, prepared, provider.run(upstream), headers=headers,
+                                 summarise=_summary)
+    if isinstance(case.expect, Outcome):
+        calls = any(item["type"] == "function_call" for item in case.expect.output)
+        finish = case.expect.incomplete or ("tool_calls" if calls else "stop")  # Gemini says STOP here too
+        assert [delta for delta in result if isinstance(delta, d.Finish)] == [d.Finish(reason=finish)]
 
 
 def test_every_recorded_interaction_is_accounted_for() -> None:
     """Every interaction in gemini/, and every Google call recorded in another provider's folder."""
-    covered = {(case.cassette, case.interaction) for case in CASES}
-    assert len(covered) == len(CASES), "two cases replay the same interaction"
-    assert not covered & SKIPPED.keys(), "an interaction is both a case and skipped"
     recorded_ids = set()
     for path in sorted(fixtures_dir().glob("*/*.yaml")):
         name = path.name if path.parent.name == DIR else f"../{path.parent.name}/{path.name}"
         recorded_ids |= {(name, i.index) for i in load(f"{DIR}/{name}").interactions
                          if path.parent.name == DIR or i.host.endswith("googleapis.com")}
-    assert recorded_ids - covered - SKIPPED.keys() == set(), "recorded interactions without a case or a reason"
-    assert (covered | SKIPPED.keys()) - recorded_ids == set(), "cases or skips for interactions that do not exist"
+    assert_accounted_for(CASES, SKIPPED, recorded_ids)
 
 
 # -- the thought-signature round trip, with the adapter's own output and the engine's sealing -----
@@ -884,25 +644,24 @@ async def test_thought_signatures_go_back_on_the_next_turn(trip: RoundTrip, sess
     if trip.array:
         first, second = _sse_recording(first), _sse_recording(second)
     deployment = _deployment(re.findall(r"/models/([^:/]+):", first.interactions[0].path)[0])
-    upstream = _request(trip.first, deployment)
+    upstream = decoded_request(trip.first, deployment)
     with replay(first):
         replies = adapt(upstream.items, upstream.tools, None, dialect="gemini", team="team-a", sealer=sealer)
-        builder, _ = _build([delta async for delta in replies.replies(provider.run(upstream))])
-    output = _json(builder.resource.output)
+        builder, _ = build(await collect(replies.replies(provider.run(upstream))))
+    output = to_json(builder.resource.output)
     sealed = [item["encrypted_content"] for item in output if item["type"] == "reasoning"]
     assert len(sealed) == 1 and Sealer.is_sealed(sealed[0])
     calls = [item for item in output if item["type"] == "function_call"]
     history = [*trip.first["input"], *output,
                *(fco(c["call_id"], result) for c, result in zip(calls, trip.outputs, strict=True))]
-    turn2 = _request({**trip.first, "input": history}, deployment)
+    turn2 = decoded_request({**trip.first, "input": history}, deployment)
     adapted = adapt(turn2.items, turn2.tools, None, dialect="gemini", team="team-a", sealer=sealer)
     turn2 = msgspec.structs.replace(turn2, items=adapted.items)
     expected = second.recorded_requests[0]
-    for normalisation in trip.normalise:
-        assert normalisation.apply(expected) > 0
+    normalise(expected, trip.normalise)
     assert provider.prepare(turn2).body == expected
     with replay(second) as cassette:
-        builder, _ = _build(await _collect(provider, turn2))
+        builder, _ = build(await collect(provider.run(turn2)))
     assert cassette.sent_requests[0].json()["contents"][1]["parts"][0]["thoughtSignature"] == reply_signature(
         trip.cassette, 0)
     assert builder.resource.status == "completed"
@@ -916,7 +675,7 @@ async def test_codex_custom_tool_call_keeps_its_signature(session: aiohttp.Clien
     tool = {"type": "custom", "name": "apply_patch", "description": "Edit files",
             "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
     first = {"model": ALIAS, "input": [user("fix it")], "tools": [tool], "stream": True}
-    upstream = _request(first, _deployment(FLASH3))
+    upstream = decoded_request(first, _deployment(FLASH3))
     reply = _reply({"functionCall": {"name": "apply_patch", "args": {"input": "*** Begin Patch"}},
                     "thoughtSignature": "SIG"}, response_id="r9")
     adapted = adapt(upstream.items, upstream.tools, None, dialect="gemini", team="t", sealer=sealer)
@@ -927,13 +686,13 @@ async def test_codex_custom_tool_call_keeps_its_signature(session: aiohttp.Clien
                         "required": ["input"]}}]}]
     interaction = Interaction.make(f"{AI_STUDIO}/models/{FLASH3}:streamGenerateContent?alt=sse", body=_sse(reply))
     with replay(synthetic(interaction)):
-        builder, _ = _build([delta async for delta in adapted.replies(GeminiProvider(session).run(upstream))])
-    output = _json(builder.resource.output)
+        builder, _ = build(await collect(adapted.replies(GeminiProvider(session).run(upstream))))
+    output = to_json(builder.resource.output)
     assert [item["type"] for item in output] == ["custom_tool_call", "reasoning"]
     assert (output[0]["call_id"], output[0]["input"]) == ("call_gem_r9_0", "*** Begin Patch")
     history = [user("fix it"), *output, {"type": "custom_tool_call_output", "call_id": "call_gem_r9_0",
                                          "output": "Done!"}]
-    turn2 = _request({**first, "input": history}, _deployment(FLASH3))
+    turn2 = decoded_request({**first, "input": history}, _deployment(FLASH3))
     adapted = adapt(turn2.items, turn2.tools, None, dialect="gemini", team="t", sealer=sealer)
     body = GeminiProvider(None).prepare(  # type: ignore[arg-type]  # prepare does no I/O
         msgspec.structs.replace(turn2, items=adapted.items, tools=adapted.tools)).body
@@ -981,10 +740,11 @@ async def test_vertex_request_refreshes_a_rejected_token_once(token_server: Toke
         deployment = _vertex(token_server, "sim-model", base_url=simulator.url + "/v1")
         deployment.region, deployment.options["location"] = None, "us-central1"
         token_server.tokens = ["ya29.revoked", "ya29.good"]
-        builder, _ = _build(await _collect(provider, _request({"model": ALIAS, "input": "hi"}, deployment)))
+        hi = decoded_request({"model": ALIAS, "input": "hi"}, deployment)
+        builder, _ = build(await collect(provider.run(hi)))
         assert _summary(builder.resource) == [text("Echo: hi")]
-        builder, _ = _build(await _collect(provider, _request({"model": ALIAS, "input": "again", "stream": True},
-                                                              deployment)))
+        builder, _ = build(await collect(provider.run(decoded_request({"model": ALIAS, "input": "again",
+                                                                       "stream": True}, deployment))))
         assert _summary(builder.resource) == [text("Echo: again")]
         assert token_server.issued == 2  # the refreshed token served the second request too
         async with session.get(simulator.url + "/_sim/requests") as reply:
@@ -996,7 +756,7 @@ async def test_vertex_request_refreshes_a_rejected_token_once(token_server: Toke
         token_server.tokens = ["ya29.revoked-2", "ya29.revoked-3"]
         fresh = GeminiProvider(session)
         with pytest.raises(UpstreamError) as caught:
-            await _collect(fresh, _request({"model": ALIAS, "input": "hi"}, deployment))
+            await collect(fresh.run(decoded_request({"model": ALIAS, "input": "hi"}, deployment)))
         assert (caught.value.code, caught.value.status, caught.value.retryable) == ("upstream_auth_failed", 502, False)
         assert token_server.issued == 4  # one refresh, not a loop
     finally:
@@ -1027,8 +787,8 @@ def test_vertex_urls_headers_and_express_mode(token_server: TokenServer) -> None
     deployment = _vertex(token_server, FLASH, base_url="https://us-central1-aiplatform.googleapis.com/v1")
     deployment.region = "us-central1"
     deployment.options.pop("token_url")
-    prepared = provider.prepare(_request({"model": ALIAS, "input": "x", "stream": True, "service_tier": "priority"},
-                                         deployment))
+    prepared = provider.prepare(decoded_request({"model": ALIAS, "input": "x", "stream": True,
+                                                 "service_tier": "priority"}, deployment))
     assert prepared.url == ("https://us-central1-aiplatform.googleapis.com/v1/projects/pydantic-ai/locations/"
                             "us-central1/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse")
     assert prepared.headers == {"X-Vertex-AI-LLM-Request-Type": "shared",
@@ -1037,9 +797,11 @@ def test_vertex_urls_headers_and_express_mode(token_server: TokenServer) -> None
     assert "serviceTier" not in prepared.body
     express = _deployment(FLASH, base_url="https://aiplatform.googleapis.com/v1",
                           options={"platform": "vertex", "project": "p", "location": "global"})
-    assert provider.prepare(_request({"model": ALIAS, "input": "x"}, express)).headers["x-goog-api-key"] == API_KEY
+    assert provider.prepare(decoded_request({"model": ALIAS, "input": "x"},
+                                            express)).headers["x-goog-api-key"] == API_KEY
     with pytest.raises(ServerError, match=r"needs options\.project"):
-        provider.prepare(_request({"model": ALIAS, "input": "x"}, _deployment(FLASH, options={"platform": "vertex"})))
+        provider.prepare(decoded_request({"model": ALIAS, "input": "x"},
+                                         _deployment(FLASH, options={"platform": "vertex"})))
 
 
 # -- replies no recording shows (synthetic interactions) -------------------------------------------
@@ -1066,7 +828,7 @@ def _sse(*chunks: Any) -> bytes:
 
 async def _run_synthetic(session: aiohttp.ClientSession, interaction: Interaction, *, stream: bool = False,
                          seen: list[d.Delta] | None = None) -> list[d.Delta]:
-    upstream = _request({"model": ALIAS, "input": "x", "stream": stream}, _deployment(FLASH))
+    upstream = decoded_request({"model": ALIAS, "input": "x", "stream": stream}, _deployment(FLASH))
     deltas = seen if seen is not None else []
     with replay(synthetic(interaction)):
         async for delta in GeminiProvider(session).run(upstream):
@@ -1138,12 +900,12 @@ async def test_stream_that_ends_without_a_finish_reason_fails(session: aiohttp.C
 ], ids=["safety", "recitation", "prompt-blocked", "unspecified"])
 async def test_finish_reasons(session: aiohttp.ClientSession, reply: dict[str, Any], output: list[Any],
                               incomplete: str | None) -> None:
-    builder, events = _build(await _run_synthetic(session, Interaction.make(URL, body=reply)))
+    builder, events = build(await _run_synthetic(session, Interaction.make(URL, body=reply)))
     assert _summary(builder.resource) == output
     assert builder.resource.status == ("incomplete" if incomplete else "completed")
     details = builder.resource.incomplete_details
     assert (details.reason if details else None) == incomplete
-    validate_stream([_json(event) for event in events])
+    validate_stream([to_json(event) for event in events])
 
 
 @pytest.mark.parametrize(("reply", "words"), [
@@ -1166,16 +928,16 @@ async def test_usage_tiers_and_upstream_call_ids(session: aiohttp.ClientSession)
     reply = _reply({"functionCall": {"id": "fc-7", "name": "a", "args": {"k": [1]}}},
                    {"functionCall": {"name": "b"}}, usage=usage, response_id=None)
     interaction = Interaction.make(URL, body=reply, headers={"x-gemini-service-tier": "flex"})
-    builder, _ = _build(await _run_synthetic(session, interaction))
+    builder, _ = build(await _run_synthetic(session, interaction))
     (first, second) = _summary(builder.resource)
     assert first == call("fc-7", "a", '{"k":[1]}')
     # Without a responseId the minted id is random, but the reply's calls share its stem.
     assert re.fullmatch(r"call_gem_[0-9a-f]{24}_1", second["call_id"]) and second["arguments"] == "{}"
-    assert _usage_tuple(builder.resource) == (120, 64, 40, 30, 160)
+    assert usage_tuple(builder.resource) == (120, 64, 40, 30, 160)
     assert builder.resource.service_tier == "default"  # the body's serviceTier wins over the header
     assert builder.resource.status == "completed"
     interaction = Interaction.make(URL, body=_reply({"text": "x"}), headers={"x-gemini-service-tier": "flex"})
-    builder, _ = _build(await _run_synthetic(session, interaction))
+    builder, _ = build(await _run_synthetic(session, interaction))
     assert builder.resource.service_tier == "flex"
 
 
@@ -1187,10 +949,10 @@ async def test_stream_framing_thoughts_then_text_then_call(session: aiohttp.Clie
                 _reply({"text": "Let me "}, finish=None), _reply({"text": "check."}, finish=None),
                 _reply({"functionCall": {"name": "a", "args": {}}}, finish=None),
                 _reply({"text": "Done"}, {"text": ""}, usage={"promptTokenCount": 1, "totalTokenCount": 1}))
-    builder, events = _build(await _run_synthetic(session, Interaction.make(STREAM_URL, body=body), stream=True))
+    builder, events = build(await _run_synthetic(session, Interaction.make(STREAM_URL, body=body), stream=True))
     assert _summary(builder.resource) == [thought("plan", "more"), text("Let me check."),
                                           call("call_gem_r1_0", "a", "{}"), text("Done")]
-    validate_stream([_json(event) for event in events])
+    validate_stream([to_json(event) for event in events])
 
 
 # -- thought signatures on text and thought parts ------------------------------------------------
@@ -1202,12 +964,12 @@ async def test_text_thought_and_empty_part_signatures_go_back_where_they_were(
                    {"text": "Hi", "thoughtSignature": "SIG-TEXT"}, {"functionCall": {"name": "a", "args": {}}},
                    {"text": "Bye"}, {"functionCall": {"name": "b", "args": {}}},
                    {"text": "", "thoughtSignature": "SIG-EMPTY"})
-    builder, _ = _build(await _run_synthetic(session, Interaction.make(URL, body=reply)))
+    builder, _ = build(await _run_synthetic(session, Interaction.make(URL, body=reply)))
     output = _summary(builder.resource)
     assert output == [thought("t0", "t1"), text("Hi"), call("call_gem_r1_0", "a", "{}"), text("Bye"),
                       call("call_gem_r1_1", "b", "{}"),
                       signatures(texts={"1": "SIG-TEXT"}, thoughts={"1": "SIG-T0"}, empty=["SIG-EMPTY"])]
-    history = [user("q"), assistant("an earlier answer"), *_json(builder.resource.output),
+    history = [user("q"), assistant("an earlier answer"), *to_json(builder.resource.output),
                fco("call_gem_r1_0", "ok"), fco("call_gem_r1_1", "ok too")]
     body = _prepare({"input": history})
     assert body["contents"][1:] == [
@@ -1225,9 +987,9 @@ async def test_streamed_signature_on_the_closing_empty_part_stays_with_the_messa
         session: aiohttp.ClientSession) -> None:
     body = _sse(_reply({"text": "Hel"}, finish=None), _reply({"text": "lo"}, finish=None),
                 _reply({"text": "", "thoughtSignature": "SIG"}))
-    builder, _ = _build(await _run_synthetic(session, Interaction.make(STREAM_URL, body=body), stream=True))
+    builder, _ = build(await _run_synthetic(session, Interaction.make(STREAM_URL, body=body), stream=True))
     assert _summary(builder.resource) == [text("Hello"), signatures(texts={"0": "SIG"})]
-    contents = _prepare({"input": [user("q"), *_json(builder.resource.output)]})["contents"]
+    contents = _prepare({"input": [user("q"), *to_json(builder.resource.output)]})["contents"]
     assert contents[1] == {"role": "model", "parts": [{"text": "Hello", "thoughtSignature": "SIG"}]}
 
 
@@ -1240,25 +1002,19 @@ def test_reasoning_state_that_is_not_gemini_state_is_refused() -> None:
 # -- request translation without a recording --------------------------------------------------------
 def _prepare(body: dict[str, Any], *, items: list[Item] | None = None, tools: list[Any] | None = None,
              tool_choice: Any = None, options: dict[str, str] | None = None) -> dict[str, Any]:
-    upstream = _request({"model": ALIAS, **body}, _deployment(FLASH, options=options or {}))
-    if items is not None:
-        upstream.items = items
-    if tools is not None:
-        upstream.tools = tools
-    if tool_choice is not None:
-        upstream.tool_choice = tool_choice
-    return GeminiProvider(None).prepare(upstream).body  # type: ignore[arg-type]  # prepare does no I/O
+    upstream = decoded_request({"model": ALIAS, **body}, _deployment(FLASH, options=options or {}))
+    return offline(GeminiProvider, upstream, items=items, tools=tools, tool_choice=tool_choice).body
 
 
 def test_url_headers_and_query() -> None:
     deployment = _deployment(FLASH, headers={"X-Team": "research"}, query={"$alt": "x"})
-    prepared = GeminiProvider(None).prepare(_request(  # type: ignore[arg-type]  # prepare does no I/O
+    prepared = GeminiProvider(None).prepare(decoded_request(  # type: ignore[arg-type]  # prepare does no I/O
         {"model": ALIAS, "input": "x", "stream": True, "service_tier": "flex"}, deployment))
     assert prepared.url == f"{AI_STUDIO}/models/{FLASH}:streamGenerateContent?alt=sse&$alt=x"
     assert prepared.headers == {"X-Team": "research", "x-goog-api-key": API_KEY, "Content-Type": "application/json"}
     assert prepared.body["serviceTier"] == "flex"
     keyless = msgspec.structs.replace(_deployment(FLASH), api_key=None)
-    prepared = GeminiProvider(None).prepare(_request(  # type: ignore[arg-type]  # prepare does no I/O
+    prepared = GeminiProvider(None).prepare(decoded_request(  # type: ignore[arg-type]  # prepare does no I/O
         {"model": ALIAS, "input": "x", "service_tier": "default"}, keyless))
     assert prepared.headers == {"Content-Type": "application/json"} and "serviceTier" not in prepared.body
 

@@ -23,30 +23,45 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import msgspec
 import pytest
 
-from providers.http import new_session
 from providers.openai_chat import OpenAIChatProvider
 from proxy.errors import GatewayError, InvalidRequest, RateLimited, UnsupportedFeature, UpstreamError
-from proxy.schema.codec import encode
-from proxy.schema.content import OutputText, ReasoningText
 from proxy.schema.deltas import Delta
-from proxy.schema.items import FunctionCall, Item, Message, Reasoning
-from proxy.schema.request import CreateResponseBody
-from proxy.schema.response import ResponseResource
-from proxy.schema.upstream import Deployment, Quirks, UpstreamRequest
-from proxy.streaming import ResponseBuilder
-from tests.conformance.cassette import Interaction, fixtures_dir, load, replay, synthetic
-from tests.spec_validation import validate_resource, validate_stream
+from proxy.schema.upstream import Deployment, Quirks
+from tests.conformance._cases import (
+    ALIAS,
+    API_KEY,
+    Case,
+    Long,
+    Normalisation,
+    Outcome,
+    assert_accounted_for,
+    build,
+    call,
+    case_params,
+    check_case,
+    converted_request,
+    fc,
+    fco,
+    offline,
+    recorded,
+    recorded_ids,
+    replayed,
+    summary,
+    text,
+    thought,
+    to_json,
+    user,
+)
+from tests.conformance.cassette import Interaction, load
+from tests.spec_validation import validate_stream
 
-API_KEY = "test-key"
-ALIAS = "team-model"
 DIR = "mistral"
 BASE_URL = "https://api.mistral.ai/v1"
 URL = BASE_URL + "/chat/completions"
@@ -74,7 +89,7 @@ ABSENT: Any = _Absent()
 
 
 @dataclass(frozen=True)
-class Difference:
+class Difference(Normalisation):
     """Where the adapter's body differs from the recorded one, and why. ``path`` is dotted (list
     positions as numbers, ``*`` for every element); ``recorded`` is the value the recording holds
     there and ``sent`` the adapter's, either being ``ABSENT`` when that side has no such key."""
@@ -84,30 +99,17 @@ class Difference:
     recorded: Any = ABSENT
     sent: Any = ABSENT
 
-    def apply(self, body: Any) -> int:
-        """Rewrite the recorded ``body`` in place to what the adapter sends; returns how many
-        places matched."""
-
-        def walk(node: Any, parts: list[str]) -> int:
-            head, rest = parts[0], parts[1:]
-            if head == "*":
-                return sum(walk(child, rest) for child in node) if isinstance(node, list) else 0
-            if isinstance(node, list):
-                index = int(head)
-                return walk(node[index], rest) if index < len(node) and rest else 0
-            if not isinstance(node, dict):
-                return 0
-            if rest:
-                return walk(node[head], rest) if head in node else 0
-            if (head in node) == (self.recorded is ABSENT) or node.get(head, ABSENT) != self.recorded:
-                return 0
-            if self.sent is ABSENT:
-                del node[head]
-            else:
-                node[head] = self.sent
-            return 1
-
-        return walk(body, self.path.split("."))
+    def _at(self, node: Any, key: str) -> int:
+        """Rewrite the recorded ``node[key]`` to what the adapter sends."""
+        if not isinstance(node, dict):
+            return 0
+        if (key in node) == (self.recorded is ABSENT) or node.get(key, ABSENT) != self.recorded:
+            return 0
+        if self.sent is ABSENT:
+            del node[key]
+        else:
+            node[key] = self.sent
+        return 1
 
 
 N_ONE = Difference("n", "pydantic-ai sends n:1; the adapter never sends n (one choice is the default)", recorded=1)
@@ -134,73 +136,8 @@ def text_chunks(position: int, value: str) -> Difference:
 
 
 # -- the vocabulary of cases -------------------------------------------------------------------
-class Long:
-    """Expected long text: equal when prefix, suffix and length all match."""
-
-    def __init__(self, prefix: str, suffix: str, length: int) -> None:
-        self.prefix, self.suffix, self.length = prefix, suffix, length
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, str) and len(other) == self.length and other.startswith(self.prefix)
-                and other.endswith(self.suffix))
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Long({self.prefix!r}...{self.suffix!r}, {self.length})"
-
-
-def text(value: Any) -> dict[str, Any]:
-    return {"type": "message", "content": [value]}
-
-
-def call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
-
-
-def thought(value: Any) -> dict[str, Any]:
-    return {"type": "reasoning", "content": [value]}
-
-
-def user(content: Any) -> dict[str, Any]:
-    return {"type": "message", "role": "user", "content": content}
-
-
 def assistant(value: str) -> dict[str, Any]:
     return {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": value}]}
-
-
-def fc(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
-
-
-def fco(call_id: str, output: Any) -> dict[str, Any]:
-    return {"type": "function_call_output", "call_id": call_id, "output": output}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    output: list[dict[str, Any]]
-    usage: tuple[int, int, int, int, int]  # input, cached, output, reasoning, total
-    model: str
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    cassette: str
-    interaction: int
-    request: dict[str, Any] | Callable[[], dict[str, Any]]  # the Responses request body
-    expect: Outcome
-    differences: tuple[Difference, ...] = field(default=())
-
-
-def recorded(cassette: str, interaction: int, *path: str | int) -> Any:
-    """A value from a recorded request body (payloads too long to repeat here)."""
-    value = load(f"{DIR}/{cassette}", interactions=[interaction]).recorded_requests[0]
-    for step in path:
-        value = value[step]
-    return value
 
 
 def weather_tool(description: str, *, closed: bool) -> dict[str, Any]:
@@ -228,7 +165,7 @@ LARGE, MEDIUM, TINY, MAGISTRAL = ("mistral-large-latest", "mistral-medium-latest
 
 
 def cache_request(*history: dict[str, Any]) -> dict[str, Any]:
-    return {"model": ALIAS, "instructions": recorded("prompt-cache-history.yaml", 0, "messages", 0, "content"),
+    return {"model": ALIAS, "instructions": recorded(f"{DIR}/prompt-cache-history.yaml", 0, "messages", 0, "content"),
             "input": [user("Reply with exactly: cache probe one."), *history], "top_p": 1.0,
             "prompt_cache_key": CACHE_KEY}
 
@@ -343,127 +280,36 @@ SKIPPED: dict[tuple[str, int], str] = {
 }
 
 
-def _params() -> list[Any]:
-    params = [pytest.param(case, id=case.id) for case in CASES]
-    for (cassette, index), reason in SKIPPED.items():
-        params.append(pytest.param(None, id=f"{cassette.removesuffix('.yaml')}#{index}",
-                                   marks=pytest.mark.skip(reason=f"{DIR}/{cassette}#{index}: {reason}")))
-    return params
-
-
 # -- helpers -----------------------------------------------------------------------------------
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_session() as client:
-        yield client
-
-
 def _deployment(model: str = "mistral-large-latest", **quirks: Any) -> Deployment:
     return Deployment(name="mistral", provider="mistral", dialect="openai_chat", base_url=BASE_URL, model=model,
                       api_key=API_KEY, quirks=msgspec.convert({**MISTRAL, **quirks}, Quirks))
 
 
-def _upstream(responses_body: dict[str, Any], deployment: Deployment) -> UpstreamRequest:
-    """What the engine hands the adapter for this Responses request (no stored history)."""
-    body = msgspec.convert(responses_body, CreateResponseBody)
-    raw_input = body.input
-    items: list[Item] = ([Message(role="user", content=raw_input)] if isinstance(raw_input, str)
-                         else list(raw_input) if isinstance(raw_input, list) else [])
-    tool_choice = body.tool_choice if body.tool_choice not in (msgspec.UNSET, None) else None
-    return UpstreamRequest(body=body, items=items, tools=list(body.tools or []), tool_choice=tool_choice,
-                           instructions=body.instructions if isinstance(body.instructions, str) else None,
-                           deployment=deployment, stream=body.stream is True)
-
-
-async def _collect(request: UpstreamRequest, session: aiohttp.ClientSession) -> list[Delta]:
-    return [delta async for delta in OpenAIChatProvider(session).run(request)]
-
-
-def _build(deltas: list[Delta]) -> tuple[ResponseBuilder, list[Any]]:
-    builder = ResponseBuilder(ResponseResource(id="resp_test", created_at=0, model=ALIAS))
-    events = builder.start()
-    for delta in deltas:
-        events += builder.feed(delta)
-    events += builder.complete()
-    return builder, [json.loads(encode(event)) for event in events]
-
-
-def _summary(resource: ResponseResource) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for item in resource.output:
-        if isinstance(item, Message):
-            assert all(isinstance(part, OutputText) for part in item.content), item
-            out.append(text(*(part.text for part in item.content if isinstance(part, OutputText))))
-        elif isinstance(item, FunctionCall):
-            out.append(call(item.call_id, item.name, item.arguments))
-        elif isinstance(item, Reasoning):
-            assert not item.summary, item
-            out.append(thought(*(part.text for part in item.content or [] if isinstance(part, ReasoningText))))
-        else:
-            raise AssertionError(f"unexpected output item {item!r}")
-    return out
-
-
-def _usage(resource: ResponseResource) -> tuple[int, int, int, int, int]:
-    usage = resource.usage
-    assert usage is not None
-    return (usage.input_tokens, usage.input_tokens_details.cached_tokens, usage.output_tokens,
-            usage.output_tokens_details.reasoning_tokens, usage.total_tokens)
-
-
 def _prepare(body: dict[str, Any], **quirks: Any) -> dict[str, Any]:
-    request = _upstream({"model": ALIAS, **body}, _deployment(**quirks))
-    prepared = OpenAIChatProvider(None).prepare(request)  # type: ignore[arg-type]  # prepare does no I/O
+    prepared = offline(OpenAIChatProvider, converted_request({"model": ALIAS, **body}, _deployment(**quirks)))
     assert prepared.url == URL
     return prepared.body
 
 
 # -- the recorded cases ------------------------------------------------------------------------
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", case_params(CASES, SKIPPED, lambda cassette: f"{DIR}/{cassette}"))
 async def test_recorded_case(case: Case, session: aiohttp.ClientSession) -> None:
     recording = load(f"{DIR}/{case.cassette}", interactions=[case.interaction])
-    interaction = recording.interactions[0]
-    assert interaction.uri.split("#")[0] == URL
-    expected = recording.recorded_requests[0]
-    for difference in case.differences:
-        assert difference.apply(expected) > 0, f"stale difference {difference.path!r}: nothing matches"
-    request = _upstream(case.request() if callable(case.request) else case.request, _deployment(expected["model"]))
-
-    prepared = OpenAIChatProvider(session).prepare(request)
-    assert (prepared.method, prepared.url) == ("POST", URL)
-    assert prepared.body == expected
-
-    with replay(recording) as cassette:
-        deltas = await _collect(request, session)
-    [sent] = cassette.sent_requests
-    assert (sent.url, sent.json()) == (URL, prepared.body)
-    assert sent.header("Authorization") == f"Bearer {API_KEY}"
-
-    builder, events = _build(deltas)
-    resource = builder.resource
-    assert _summary(resource) == case.expect.output
-    assert _usage(resource) == case.expect.usage
-    assert builder.upstream_model == case.expect.model
-    assert resource.status == "completed" and resource.incomplete_details is None
-    assert all(getattr(item, "status", None) == "completed" for item in resource.output)
-    assert events[-1]["type"] == "response.completed"
-    assert events[-1]["response"]["output"] and events[-1]["response"]["model"] == ALIAS
-    validate_resource(json.loads(encode(resource)))
-    validate_stream(events)
-    if request.stream:  # it arrived in pieces, not as whole items
-        assert len(deltas) > 3 * len(case.expect.output)
+    assert recording.interactions[0].uri.split("#")[0] == URL
+    request = converted_request(case.body(), _deployment(recording.recorded_requests[0]["model"]))
+    provider = OpenAIChatProvider(session)
+    _, deltas = await check_case(case, recording, provider.prepare(request), provider.run(request), url=URL,
+                                 headers={"Authorization": f"Bearer {API_KEY}"}, pieces=3 if request.stream else 0)
+    assert isinstance(case.expect, Outcome) and isinstance(deltas, list)
+    terminal = to_json(build(deltas)[1][-1])
+    assert terminal["response"]["output"] and terminal["response"]["model"] == ALIAS
 
 
 def test_every_recorded_interaction_is_accounted_for() -> None:
-    covered = {(case.cassette, case.interaction) for case in CASES}
-    assert len(covered) == len(CASES), "two cases replay the same interaction"
-    assert not covered & SKIPPED.keys(), "an interaction is both a case and skipped"
-    recorded_ids = set()
-    for path in sorted((fixtures_dir() / DIR).glob("*.yaml")):
-        recorded_ids |= {(path.name, i.index) for i in load(f"{DIR}/{path.name}").interactions}
-    assert len({name for name, _ in recorded_ids}) == 11
-    assert recorded_ids - covered - SKIPPED.keys() == set(), "recorded interactions without a case or a reason"
-    assert (covered | SKIPPED.keys()) - recorded_ids == set(), "cases or skips for interactions that do not exist"
+    recorded_interactions = recorded_ids(DIR, lambda path: path.name)
+    assert len({name for name, _ in recorded_interactions}) == 11
+    assert_accounted_for(CASES, SKIPPED, recorded_interactions)
 
 
 # -- tool-call ids -----------------------------------------------------------------------------
@@ -550,9 +396,8 @@ def test_tool_output_with_an_image_is_refused_by_position() -> None:
 
 # -- replies and errors without a recording ----------------------------------------------------
 async def _run(session: aiohttp.ClientSession, interaction: Interaction, stream: bool = False) -> list[Delta]:
-    request = _upstream({"model": ALIAS, "input": "x", "stream": stream}, _deployment())
-    with replay(synthetic(interaction)):
-        return await _collect(request, session)
+    request = converted_request({"model": ALIAS, "input": "x", "stream": stream}, _deployment())
+    return await replayed(OpenAIChatProvider(session).run(request), interaction)
 
 
 async def test_thinking_and_text_chunks_in_one_reply_keep_their_order(session: aiohttp.ClientSession) -> None:
@@ -561,12 +406,12 @@ async def test_thinking_and_text_chunks_in_one_reply_keep_their_order(session: a
         {"model": "m", "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]},
         {"model": "m", "choices": [{"index": 0, "delta": {"content": [
             {"type": "thinking", "thinking": [{"type": "text", "text": "late"}]}]}, "finish_reason": "stop"}]}])
-    builder, events = _build(await _run(session, Interaction.make(URL, body=stream + "data: [DONE]\n\n"), True))
-    assert _summary(builder.resource) == [thought("plain-string thought"), text("Answer"), thought("late")]
-    validate_stream(events)
+    builder, events = build(await _run(session, Interaction.make(URL, body=stream + "data: [DONE]\n\n"), True))
+    assert summary(builder.resource) == [thought("plain-string thought"), text("Answer"), thought("late")]
+    validate_stream([to_json(event) for event in events])
     reply = {"model": "m", "choices": [{"index": 0, "finish_reason": "stop", "message": {"content": content}}]}
-    builder, _ = _build(await _run(session, Interaction.make(URL, body=reply)))
-    assert _summary(builder.resource) == [thought("plain-string thought"), text("Answer")]
+    builder, _ = build(await _run(session, Interaction.make(URL, body=reply)))
+    assert summary(builder.resource) == [thought("plain-string thought"), text("Answer")]
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])

@@ -2,7 +2,7 @@
 
 Every interaction of every cassette in ``ollama/`` is either a ``Case`` below or listed in
 ``SKIPPED`` with its reason (``test_every_recorded_interaction_is_accounted_for`` enforces that).
-The cases work as in ``test_cohere_translation`` (whose case vocabulary they share): ``prepare()``
+The cases work as in ``test_cohere_translation`` (with the machinery of ``_cases``): ``prepare()``
 must produce the recorded body up to the listed ``Ignore``s, ``run()`` replays the interaction,
 and the normalised output, usage, status, upstream model, spec validity of the resource and of
 every event, or the mapped error, must match the recording.
@@ -14,13 +14,11 @@ simulator faults) is covered with synthetic interactions and the simulator's Oll
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from providers.http import new_session
 from providers.ollama import OllamaProvider
 from providers.simulator import start_simulator
 from proxy.errors import (
@@ -34,32 +32,36 @@ from proxy.errors import (
 from proxy.schema.deltas import Delta
 from proxy.schema.items import Compaction, Item, OpaqueItem
 from proxy.schema.request import Tool
-from proxy.schema.upstream import Deployment, UpstreamRequest
-from tests.conformance.cassette import Interaction, fixtures_dir, load, replay, synthetic
-from tests.conformance.test_cohere_translation import (
+from proxy.schema.upstream import Deployment
+from tests.conformance._cases import (
+    API_KEY,
     Case,
     Failure,
     Ignore,
     Long,
     Outcome,
-    assert_same_body,
+    assert_accounted_for,
     assistant,
     build,
     call,
-    check_failure,
-    check_outcome,
+    case_params,
+    check_case,
+    collect,
+    decoded_request,
     fco,
+    offline,
+    recorded_ids,
+    replayed,
     summary,
     text,
     thought,
     to_json,
-    upstream,
     usage_tuple,
     user,
 )
+from tests.conformance.cassette import Interaction, load, replay, synthetic
 from tests.spec_validation import validate_stream
 
-API_KEY = "test-key"
 DIR = "ollama"
 BASE_URL = "http://127.0.0.1:11434"
 URL = BASE_URL + "/api/chat"
@@ -84,27 +86,27 @@ CASES: list[Case] = [
          {"model": "team-model", "input": [user("Tell me a joke about OpenTelemetry")]},
          Outcome([text(Long("A joke about OpenTelemetry!\n\nWhy did the OpenTelem",
                             'etch", but I hope it brings a smile to your face!)', 256))], (17, 0, 66, 0, 83), "llama3"),
-         ignore=OLD_SDK),
+         normalise=OLD_SDK),
     Case("thinking-nonstream", "ollama/chat-text-thinking.yaml", 0,
          {"model": "team-model", "input": "Why is the sky blue? Answer in one sentence.", "temperature": 0},
          Outcome([thought(Long("Here's a thinking process:\n\n1.  **Analyze User Inp",
                                "ood. Meets all criteria. Output matches response.\u2705", 1430)),
                   text(Long("The sky appears blue because Earth's atmosphere sc",
                             ", and human eyes are more sensitive to blue light.", 188))], (21, 0, 369, 0, 390), QWEN),
-         ignore=(SEED, EMPTY_TOOLS)),
+         normalise=(SEED, EMPTY_TOOLS)),
     Case("thinking-stream", "ollama/chat-stream-thinking-ndjson.yaml", 0,
          {"model": "team-model", "input": "Count from 1 to 5, digits only.", "temperature": 0, "stream": True},
          Outcome([thought(Long("Here's a thinking process:\n\n1.  **Analyze User Input:**\n   -",
                                "andard.\n   Done. \n   Output matches response.\u2705\n   [Proceeds]", 3064)),
                   text("1\n2\n3\n4\n5")], (21, 0, 889, 0, 910), QWEN),
-         ignore=(SEED, EMPTY_TOOLS)),
+         normalise=(SEED, EMPTY_TOOLS)),
     Case("tool-call-with-id", "ollama/chat-tool-call.yaml", 0,
          {"model": "team-model", "input": "What is the weather in Paris? Use the get_current_weather tool.",
           "tools": [WEATHER_TOOL], "temperature": 0},
          Outcome([thought(Long("Thinking Process:\n1.  **Identify User Intent**: Th",
                                'ris")`.\n6.  **Execute Tool Call**: Make the call.\u2705', 437)),
                   call("call_gsiiy8py", "get_current_weather", '{"city":"Paris"}')], (292, 0, 143, 0, 435), QWEN),
-         ignore=(SEED,)),
+         normalise=(SEED,)),
     Case("tool-result-followup", "ollama/chat-tool-result-followup.yaml", 0,
          {"model": "team-model", "input": [
              call("call_1", "get_current_weather", '{"location": "San Francisco"}'),
@@ -112,21 +114,15 @@ CASES: list[Case] = [
          Outcome([text(Long("This is a simple example, but in a real-world scen",
                             " once or handling different units (e.g., Celsius).", 535))], (44, 0, 113, 0, 157),
                  "llama3.1"),
-         ignore=(*OLD_SDK, EMPTY_TOOLS, TOOL_NAME)),
+         normalise=(*OLD_SDK, EMPTY_TOOLS, TOOL_NAME)),
     Case("model-not-found", "ollama/error-404-model-not-found.yaml", 0,
          {"model": "team-model", "input": "Why is the sky blue?"},
          Failure(InvalidRequest, 400, "model_not_found", "model 'nonexistent-model:latest' not found", param="model"),
-         ignore=(EMPTY_TOOLS,)),
+         normalise=(EMPTY_TOOLS,)),
 ]
 
 SKIPPED: dict[tuple[str, int], str] = {}
 """Interactions not replayed as cases, with the reason (none: every Ollama recording is a case)."""
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_session() as client:
-        yield client
 
 
 def _deployment(model: str, base_url: str = BASE_URL, **overrides: Any) -> Deployment:
@@ -134,55 +130,24 @@ def _deployment(model: str, base_url: str = BASE_URL, **overrides: Any) -> Deplo
                       **{"api_key": API_KEY, **overrides})
 
 
-async def _collect(provider: OllamaProvider, request: UpstreamRequest) -> list[Delta]:
-    return [delta async for delta in provider.run(request)]
-
-
-@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in CASES])
+@pytest.mark.parametrize("case", case_params(CASES, SKIPPED))
 async def test_recorded_case(case: Case, session: aiohttp.ClientSession) -> None:
     recording = load(case.cassette, interactions=[case.interaction])
-    interaction = recording.interactions[0]
-    assert interaction.uri == URL
-    request = upstream(case.request() if callable(case.request) else case.request,
-                       _deployment(recording.recorded_requests[0]["model"]))
+    assert recording.interactions[0].uri == URL
+    request = decoded_request(case.body(), _deployment(recording.recorded_requests[0]["model"]))
     provider = OllamaProvider(session)
-
-    prepared = provider.prepare(request)
-    assert (prepared.method, prepared.url) == (interaction.method, URL)
-    assert_same_body(prepared.body, recording.recorded_requests[0], case.ignore)
-
-    with replay(recording) as cassette:
-        if isinstance(case.expect, Failure):
-            with pytest.raises(GatewayError) as caught:
-                await _collect(provider, request)
-        else:
-            deltas = await _collect(provider, request)
-    [sent] = cassette.sent_requests
-    assert sent.url == prepared.url
-    assert sent.json() == prepared.body
-    assert sent.header("Authorization") == f"Bearer {API_KEY}"
-    if isinstance(case.expect, Failure):
-        check_failure(caught.value, case.expect)
-    else:
-        check_outcome(deltas, case.expect, streamed=request.stream)
+    await check_case(case, recording, provider.prepare(request), provider.run(request),
+                     headers={"Authorization": f"Bearer {API_KEY}"}, pieces=2 if request.stream else 0)
 
 
 def test_every_recorded_interaction_is_accounted_for() -> None:
-    covered = {(case.cassette, case.interaction) for case in CASES}
-    assert len(covered) == len(CASES), "two cases replay the same interaction"
-    assert not covered & SKIPPED.keys(), "an interaction is both a case and skipped"
-    recorded_ids = set()
-    for path in sorted((fixtures_dir() / DIR).glob("*.yaml")):
-        name = f"{DIR}/{path.name}"
-        recorded_ids |= {(name, i.index) for i in load(name).interactions}
-    assert recorded_ids - covered - SKIPPED.keys() == set(), "recorded interactions without a case or a reason"
-    assert (covered | SKIPPED.keys()) - recorded_ids == set(), "cases or skips for interactions that do not exist"
+    assert_accounted_for(CASES, SKIPPED, recorded_ids(DIR))
 
 
 # -- request translation without a recording ---------------------------------------------------
 def _prepare(body: dict[str, Any], **deployment: Any) -> dict[str, Any]:
-    request = upstream({"model": "team-model", **body}, _deployment("llama3", **deployment))
-    prepared = OllamaProvider(None).prepare(request)  # type: ignore[arg-type]  # prepare does no I/O
+    prepared = offline(OllamaProvider, decoded_request({"model": "team-model", **body},
+                                                       _deployment("llama3", **deployment)))
     assert prepared.url == URL
     return prepared.body
 
@@ -244,10 +209,9 @@ def test_inputs_ollama_cannot_take_are_refused(items: list[Any], param: str, err
 ], ids=["opaque-item", "compaction", "opaque-tool", "opaque-tool-choice"])
 def test_items_and_tools_outside_the_core_are_refused(items: list[Item], tools: list[Tool], choice: Any,
                                                       param: str) -> None:
-    request = upstream({"model": "team-model", "input": "x"}, _deployment("llama3"))
-    request.items, request.tools, request.tool_choice = items or request.items, tools, choice
+    request = decoded_request({"model": "team-model", "input": "x"}, _deployment("llama3"))
     with pytest.raises(UnsupportedFeature) as caught:
-        OllamaProvider(None).prepare(request)  # type: ignore[arg-type]  # prepare does no I/O
+        offline(OllamaProvider, request, items=items or None, tools=tools, tool_choice=choice)
     assert caught.value.param == param
 
 
@@ -293,8 +257,8 @@ def test_top_logprobs_is_refused_and_no_key_sends_no_auth() -> None:
     with pytest.raises(UnsupportedFeature) as caught:
         _prepare({"input": "x", "top_logprobs": 2})
     assert caught.value.param == "top_logprobs"
-    request = upstream({"model": "team-model", "input": "x"}, _deployment("llama3", api_key=None, auth="none"))
-    assert "Authorization" not in OllamaProvider(None).prepare(request).headers  # type: ignore[arg-type]
+    request = decoded_request({"model": "team-model", "input": "x"}, _deployment("llama3", api_key=None, auth="none"))
+    assert "Authorization" not in offline(OllamaProvider, request).headers
 
 
 # -- replies without a recording (synthetic interactions) --------------------------------------
@@ -314,9 +278,9 @@ NO_ID_CALLS = _line({"content": "", "tool_calls": [
 
 async def _run_synthetic(session: aiohttp.ClientSession, interaction: Interaction, *, stream: bool = True,
                          **body: Any) -> list[Delta]:
-    request = upstream({"model": "team-model", "input": "x", "stream": stream, **body}, _deployment("llama3.1"))
-    with replay(synthetic(interaction)):
-        return await _collect(OllamaProvider(session), request)
+    request = decoded_request({"model": "team-model", "input": "x", "stream": stream, **body},
+                              _deployment("llama3.1"))
+    return await replayed(OllamaProvider(session).run(request), interaction)
 
 
 async def test_calls_without_ids_get_distinct_minted_ids(session: aiohttp.ClientSession) -> None:
@@ -359,7 +323,7 @@ async def test_length_is_incomplete(session: aiohttp.ClientSession) -> None:
 ], ids=["error-line", "no-done-line", "broken-line", "not-an-object", "nameless-call", "error-body-with-200"])
 async def test_failures_in_a_200_reply(session: aiohttp.ClientSession, body: bytes, stream: bool, words: str) -> None:
     seen: list[Delta] = []
-    request = upstream({"model": "team-model", "input": "x", "stream": stream}, _deployment("llama3.1"))
+    request = decoded_request({"model": "team-model", "input": "x", "stream": stream}, _deployment("llama3.1"))
     with replay(synthetic(Interaction.make(URL, body=body))), pytest.raises(UpstreamError) as caught:
         async for delta in OllamaProvider(session).run(request):
             seen.append(delta)
@@ -388,7 +352,8 @@ async def _against_simulator(session: aiohttp.ClientSession, body: dict[str, Any
     simulator = await start_simulator()
     try:
         deployment = _deployment("sim-model", base_url=simulator.url, headers=headers, api_key=None, auth="none")
-        return await _collect(OllamaProvider(session), upstream({"model": "team-model", **body}, deployment))
+        return await collect(OllamaProvider(session).run(decoded_request({"model": "team-model", **body},
+                                                                         deployment)))
     finally:
         await simulator.close()
 

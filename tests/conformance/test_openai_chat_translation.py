@@ -11,8 +11,11 @@ recording's client sent. For each case:
    the credential header the deployment's (``Bearer test-key``);
 3. the deltas go through ``ResponseBuilder`` and the normalised output (items, call ids, names,
    arguments, usage, status, incomplete reason, service tier, upstream model) must equal what the
-   recording says; error recordings must map to the expected ``GatewayError`` (class, status, code,
-   param) whose message carries no credential.
+   recording says, the resource and every event validating against the spec; error recordings
+   must map to the expected ``GatewayError`` (class, status, code, param) whose message carries no
+   credential.
+
+The case machinery is ``tests.conformance._cases``.
 
 Expected values were read from the recorded replies by hand (long texts as prefix, suffix and
 length). The feature tests at the end cover what no recording shows (quirks, refusals of
@@ -22,15 +25,12 @@ unsupported input, stream framing faults) with a synthetic recording or ``prepar
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import msgspec
 import pytest
 
-from providers.http import new_session
 from providers.openai_chat import OpenAIChatProvider
 from providers.openai_chat_stream import ChatStreamDecoder
 from proxy.errors import (
@@ -42,35 +42,48 @@ from proxy.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from proxy.schema import events as ev
-from proxy.schema.content import InputImage, OutputText, ReasoningText, Refusal
+from proxy.schema.content import InputImage
 from proxy.schema.deltas import Delta
-from proxy.schema.items import Compaction, FunctionCall, Item, Message, OpaqueItem, Reasoning
-from proxy.schema.request import CreateResponseBody, FunctionTool
-from proxy.schema.response import ResponseResource
-from proxy.schema.upstream import Deployment, Quirks, UpstreamRequest
-from proxy.streaming import ResponseBuilder
-from tests.conformance.cassette import Interaction, fixtures_dir, load, replay, synthetic
+from proxy.schema.items import Compaction, Item, Message, OpaqueItem
+from proxy.schema.request import FunctionTool
+from proxy.schema.upstream import Deployment, Quirks
+from tests.conformance import _cases
+from tests.conformance._cases import (
+    API_KEY,
+    BOOK_JSON,
+    BOOK_SCHEMA,
+    Failure,
+    Ignore,
+    Long,
+    Outcome,
+    assert_accounted_for,
+    assistant,
+    build,
+    call,
+    case_params,
+    check_case,
+    collect,
+    converted_request,
+    fc,
+    fco,
+    no_error,
+    offline,
+    recorded,
+    recorded_ids,
+    replayed,
+    summary,
+    system,
+    text,
+    thought,
+    user,
+)
+from tests.conformance.cassette import Interaction, load, replay, synthetic
 
-API_KEY = "test-key"
 DIRS = ("openai-chat", "openai-compatible")
 CHAT_PATH = "/chat/completions"
 
 
 # -- the vocabulary of cases ---------------------------------------------------------------------
-_ANY = object()
-
-
-@dataclass(frozen=True)
-class Ignore:
-    """A recorded request key the adapter does not (and need not) reproduce. ``path`` is dotted
-    with ``*`` for every list element; with ``value`` given, only that exact value is ignored."""
-
-    path: str
-    why: str
-    value: Any = _ANY
-
-
 STREAM_FALSE = Ignore("stream", "pydantic-ai sends stream:false explicitly; the adapter leaves the default out",
                       False)
 N_ONE = Ignore("n", "pydantic-ai sends n:1; the adapter never sends n (one choice is the default)", 1)
@@ -86,94 +99,14 @@ OPENROUTER_REASONING = Ignore("reasoning", "OpenRouter-only switch; Responses re
                               "reasoning_effort instead", {"enabled": True})
 
 
-class Long:
-    """Expected long text: equal when prefix, suffix and length all match."""
-
-    def __init__(self, prefix: str, suffix: str, length: int) -> None:
-        self.prefix, self.suffix, self.length = prefix, suffix, length
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, str) and len(other) == self.length and other.startswith(self.prefix)
-                and other.endswith(self.suffix))
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Long({self.prefix!r}...{self.suffix!r}, {self.length})"
-
-
-def text(value: Any) -> dict[str, Any]:
-    return {"type": "message", "content": [("output_text", value)]}
-
-
 def refusal(value: str) -> dict[str, Any]:
     return {"type": "message", "content": [("refusal", value)]}
 
 
-def call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
-
-
-def thought(value: Any) -> dict[str, Any]:
-    return {"type": "reasoning", "content": [value], "summary": []}
-
-
 @dataclass(frozen=True)
-class Outcome:
-    output: list[dict[str, Any]]
-    usage: tuple[int, int, int, int, int]  # input, cached, output, reasoning, total
-    model: str
-    service_tier: str = "default"
-    incomplete: str | None = None
-
-
-@dataclass(frozen=True)
-class Failure:
-    error: type[GatewayError]
-    status: int
-    code: str
-    message: str  # a substring of the mapped message
-    param: str | None = None
-    retryable: bool = False
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    cassette: str
-    interaction: int
-    request: dict[str, Any] | Callable[[], dict[str, Any]]  # the Responses request body
-    expect: Outcome | Failure
-    ignore: tuple[Ignore, ...] = ()
+class Case(_cases.Case):
     quirks: dict[str, Any] = field(default_factory=dict)
-
-
-def user(content: Any) -> dict[str, Any]:
-    return {"type": "message", "role": "user", "content": content}
-
-
-def system(content: Any) -> dict[str, Any]:
-    return {"type": "message", "role": "system", "content": content}
-
-
-def assistant(content: Any) -> dict[str, Any]:
-    return {"type": "message", "role": "assistant", "content": content}
-
-
-def fc(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
-
-
-def fco(call_id: str, output: Any) -> dict[str, Any]:
-    return {"type": "function_call_output", "call_id": call_id, "output": output}
-
-
-def recorded(cassette: str, interaction: int, *path: str | int) -> Any:
-    """A value from a recorded request body (payloads too long to repeat here)."""
-    value = load(cassette, interactions=[interaction]).recorded_requests[0]
-    for step in path:
-        value = value[step]
-    return value
+    """The deployment's ``Quirks``."""
 
 
 def groq_first_answer() -> str:
@@ -211,24 +144,8 @@ MULTIPLY_TOOL = {"type": "function", "name": "multiply", "description": "Multipl
 SOMETHING_TOOL = {"type": "function", "name": "get_something_by_name", "description": "",
                   "parameters": {"additionalProperties": False, "properties": {"name": {"type": "string"}},
                                  "required": ["name"], "type": "object"}}
-BOOK_FORMAT = {
-    "type": "json_schema", "name": "Book", "strict": True,
-    "description": "A book with a rating. The title should be in all caps!",
-    "schema": {
-        "$defs": {"Author": {
-            "description": "The author of a book.",
-            "properties": {"first_name": {"title": "First Name", "type": "string"},
-                           "last_name": {"title": "Last Name", "type": "string"}},
-            "required": ["first_name", "last_name"], "title": "Author", "type": "object",
-            "additionalProperties": False}},
-        "description": "A book with a rating. The title should be in all caps!",
-        "properties": {"title": {"title": "Title", "type": "string"}, "author": {"$ref": "#/$defs/Author"},
-                       "rating": {"description": "For testing purposes, the rating should be 7", "title": "Rating",
-                                  "type": "integer"}},
-        "required": ["title", "author", "rating"], "title": "Book", "type": "object", "additionalProperties": False,
-    },
-}
-BOOK_JSON = '{"title":"THE NAME OF THE WIND","author":{"first_name":"Patrick","last_name":"Rothfuss"},"rating":7}'
+BOOK_FORMAT = {"type": "json_schema", "name": "Book", "strict": True, "description": BOOK_SCHEMA["description"],
+               "schema": BOOK_SCHEMA}
 SECRETS_PROMPT = "Please retrieve the secrets associated with each of these passwords: mellon,radiance"
 WEATHER_PROMPT = "What's the weather in Paris?"
 JOKE_PROMPT = "Tell me a joke about opentelemetry"
@@ -275,14 +192,14 @@ CASES: list[Case] = [
          {"model": "team-model", "input": "What is 4200 + 42?", "max_output_tokens": 500, "temperature": 0.7,
           "top_p": 0.3},
          Outcome([text("4200 + 42 equals ")], (16, 0, 9, 0, 25), GPT4O),
-         ignore=(SEED, STOP), quirks={"max_tokens_field": "max_tokens"}),
+         normalise=(SEED, STOP), quirks={"max_tokens_field": "max_tokens"}),
     Case("gpt5-unsupported-stop", "openai-chat/max-tokens-gpt5-400-then-retry.yaml", 0,
          {"model": "team-model", "input": "What is 4200 + 42?", "max_output_tokens": 500},
          Failure(InvalidRequest, 400, "unsupported_parameter", "'stop' is not supported", param=None),
-         ignore=(SEED, STOP)),
+         normalise=(SEED, STOP)),
     Case("gpt5-max-completion-tokens", "openai-chat/max-tokens-gpt5-400-then-retry.yaml", 1,
          {"model": "team-model", "input": "What is 4200 + 42?", "max_output_tokens": 500},
-         Outcome([text("4242")], (15, 0, 11, 0, 26), GPT5_MINI), ignore=(SEED,)),
+         Outcome([text("4242")], (15, 0, 11, 0, 26), GPT5_MINI), normalise=(SEED,)),
     # ---------------------------------------------------------------- input parts
     Case("input-image-url", "openai-chat/input-image-url.yaml", 0,
          {"model": "team-model", "input": [user([
@@ -320,20 +237,20 @@ CASES: list[Case] = [
          Outcome([text(Long("I can't fetch live weather data right now. Do you ",
                             " or a detailed typical forecast for specific days.", 805))],
                  (132, 0, 589, 384, 721), GPT5_MINI),
-         ignore=(STREAM_FALSE,)),
+         normalise=(STREAM_FALSE,)),
     Case("tool-choice-required", "openai-chat/tool-choice-required.yaml", 0,
          {"model": "team-model", "input": [user(WEATHER_PROMPT)], "tool_choice": "required",
           "tools": [weather_tool("Get weather for a city", strict=True)]},
          Outcome([call("call_injwxidE5XUzmiKVfOH3rxf2", "get_weather", '{"city":"Paris"}')],
                  (130, 0, 87, 64, 217), GPT5_MINI),
-         ignore=(STREAM_FALSE,)),
+         normalise=(STREAM_FALSE,)),
     Case("tool-choice-specific", "openai-chat/tool-choice-specific.yaml", 0,
          {"model": "team-model", "input": [user(WEATHER_PROMPT)],
           "tool_choice": {"type": "function", "name": "get_weather"},
           "tools": [weather_tool("Get weather for a city", strict=True), TIME_TOOL]},
          Outcome([call("call_ZRDY1xLOEab4YUsDuuJMA1tF", "get_weather", '{"city":"Paris"}')],
                  (150, 0, 23, 0, 173), GPT5_MINI),
-         ignore=(STREAM_FALSE,)),
+         normalise=(STREAM_FALSE,)),
     # ---------------------------------------------------------------- tool round trips
     Case("tools-parallel-call", "openai-chat/tools-parallel-roundtrip.yaml", 0, secrets_request(False, False),
          secrets_calls("call_v6LacIrChvs6ITVpIZqy5tFc", "call_onyWzk4mLTGKzW9cthmf4Llq")),
@@ -341,28 +258,28 @@ CASES: list[Case] = [
          secrets_request(False, False, ("call_v6LacIrChvs6ITVpIZqy5tFc", "call_onyWzk4mLTGKzW9cthmf4Llq")),
          Outcome([text('The secrets associated with the passwords are as follows:\n- For "mellon": Welcome to '
                        'Moria!\n- For "radiance": Life before Death')], (149, 0, 32, 0, 181), GPT4O),
-         ignore=(ANNOTATIONS,)),
+         normalise=(ANNOTATIONS,)),
     Case("tools-parallel-call-strict", "openai-chat/tools-parallel-roundtrip.yaml", 2, secrets_request(True, False),
          secrets_calls("call_kORjJVpmh91BGUtfuEyWTNHq", "call_rwWftDkV0SjAa03c30QMCbHv")),
     Case("tools-parallel-results-strict", "openai-chat/tools-parallel-roundtrip.yaml", 3,
          secrets_request(True, False, ("call_kORjJVpmh91BGUtfuEyWTNHq", "call_rwWftDkV0SjAa03c30QMCbHv")),
          Outcome([text('Here are the secrets associated with the passwords you provided:\n\n- For "mellon": '
                        '"Welcome to Moria!"\n- For "radiance": "Life before Death"')], (149, 0, 36, 0, 185), GPT4O),
-         ignore=(ANNOTATIONS,)),
+         normalise=(ANNOTATIONS,)),
     Case("tools-parallel-call-stream", "openai-chat/tools-parallel-roundtrip-stream.yaml", 0,
          secrets_request(False, True), secrets_calls("call_M26z19sncd7b4LBgzKRRbaUE", "call_KPXe5NX7IcKkaBUhc6dto2QV")),
     Case("tools-parallel-results-stream", "openai-chat/tools-parallel-roundtrip-stream.yaml", 1,
          secrets_request(False, True, ("call_M26z19sncd7b4LBgzKRRbaUE", "call_KPXe5NX7IcKkaBUhc6dto2QV")),
          Outcome([text('The secrets associated with the passwords are:\n\n- "mellon": Welcome to Moria!\n'
                        '- "radiance": Life before Death')], (149, 0, 28, 0, 177), GPT4O),
-         ignore=(NULL_CONTENT,)),
+         normalise=(NULL_CONTENT,)),
     Case("tools-parallel-call-strict-stream", "openai-chat/tools-parallel-roundtrip-stream.yaml", 2,
          secrets_request(True, True), secrets_calls("call_NnkmjbtYL9gdZnGOMxYEl0A3", "call_uvC42eCVUOg2Y35G9FQKjAOB")),
     Case("tools-parallel-results-strict-stream", "openai-chat/tools-parallel-roundtrip-stream.yaml", 3,
          secrets_request(True, True, ("call_NnkmjbtYL9gdZnGOMxYEl0A3", "call_uvC42eCVUOg2Y35G9FQKjAOB")),
          Outcome([text('The secrets associated with the passwords are as follows:\n\n- "mellon": Welcome to '
                        'Moria!\n- "radiance": Life before Death')], (149, 0, 30, 0, 179), GPT4O),
-         ignore=(NULL_CONTENT,)),
+         normalise=(NULL_CONTENT,)),
     Case("tool-stream-single-call", "openai-chat/tool-stream-single.yaml", 0,
          {"model": "team-model", "input": [user("What is 1231 * 2331?")], "tools": [MULTIPLY_TOOL], "stream": True},
          Outcome([call("call_1EYWDzueHEp8OsB8jJSEp7WB", "multiply", '{"a":1231,"b":2331}')],
@@ -379,7 +296,7 @@ CASES: list[Case] = [
          {"model": "team-model", "input": [{"type": "message", "role": "developer",
                                             "content": "You are a helpful assistant."}, user("Hello")]},
          Failure(InvalidRequest, 400, "unsupported_value", "does not support 'developer'", param=None),
-         ignore=(N_ONE, STREAM_FALSE)),
+         normalise=(N_ONE, STREAM_FALSE)),
     Case("invalid-key", "openai-chat/error-401-invalid-key.yaml", 0,
          {"model": "team-model", "input": "This should fail with AuthenticationError"},
          Failure(UpstreamError, 502, "upstream_auth_failed", "refused the gateway's credentials")),
@@ -408,36 +325,36 @@ CASES: list[Case] = [
          Outcome([thought(Long('The user asks: "What is the largest city in Mexico',
                                'untry":"Mexico"} in compact format, no extra text.', 319)),
                   text('{"city":"Mexico City","country":"Mexico"}')], (178, 0, 94, 0, 272), OSS, "on_demand"),
-         ignore=(N_ONE, STREAM_FALSE)),
+         normalise=(N_ONE, STREAM_FALSE)),
     Case("groq-tool-choice-none", "openai-compatible/groq-tool-choice-none.yaml", 0,
          {"model": "team-model", "input": [user(WEATHER_PROMPT)], "tool_choice": "none",
           "tools": [weather_tool("Get the current weather for a city.")]},
          Outcome([text(Long("I'm not able to provide real-time information abou",
                             "out Paris or its climate, I'll do my best to help!", 1115))],
                  (16, 0, 218, 0, 234), SCOUT, "on_demand"),
-         ignore=(N_ONE, STREAM_FALSE)),
+         normalise=(N_ONE, STREAM_FALSE)),
     Case("groq-tool-choice-required", "openai-compatible/groq-tool-choice-required.yaml", 0,
          {"model": "team-model", "input": [user(WEATHER_PROMPT)], "tool_choice": "required",
           "tools": [weather_tool("Get weather for a city", closed=False)]},
          Outcome([call("4s8mdrtvv", "get_weather", '{"city":"Paris"}')], (723, 0, 29, 0, 752), SCOUT, "on_demand"),
-         ignore=(N_ONE, STREAM_FALSE)),
+         normalise=(N_ONE, STREAM_FALSE)),
     Case("groq-tool-call", "openai-compatible/groq-tool-roundtrip.yaml", 0,
          {"model": "team-model", "input": [user(WEATHER_PROMPT)], "tool_choice": "auto",
           "tools": [weather_tool("Get the current weather for a city.")]},
          Outcome([call("48f5r72yf", "get_weather", '{"city":"Paris"}')], (717, 0, 29, 0, 746), SCOUT, "on_demand"),
-         ignore=(N_ONE, STREAM_FALSE)),
+         normalise=(N_ONE, STREAM_FALSE)),
     Case("groq-tool-result", "openai-compatible/groq-tool-roundtrip.yaml", 1,
          {"model": "team-model", "tool_choice": "auto", "tools": [weather_tool("Get the current weather for a city.")],
           "input": [user(WEATHER_PROMPT), fc("48f5r72yf", "get_weather", '{"city":"Paris"}'),
                     fco("48f5r72yf", "Sunny, 22C in Paris")]},
          Outcome([text("The weather in Paris is sunny with a temperature of 22C.")], (774, 0, 15, 0, 789), SCOUT,
                  "on_demand"),
-         ignore=(N_ONE, STREAM_FALSE)),
+         normalise=(N_ONE, STREAM_FALSE)),
     Case("groq-tool-use-failed", "openai-compatible/groq-error-400-tool-use-failed.yaml", 0,
          {"model": "team-model", "instructions": "Be concise. Never use pretty double quotes, just regular ones.",
           "input": [user(GROQ_TOOL_PROMPT)], "tool_choice": "auto", "tools": [SOMETHING_TOOL]},
          Failure(InvalidRequest, 400, "tool_use_failed", "did not match schema"),
-         ignore=(N_ONE, STREAM_FALSE)),
+         normalise=(N_ONE, STREAM_FALSE)),
     Case("groq-tool-retry-with-reasoning", "openai-compatible/groq-error-400-tool-use-failed.yaml", 1,
          lambda: {"model": "team-model",
                   "instructions": "Be concise. Never use pretty double quotes, just regular ones.",
@@ -449,17 +366,17 @@ CASES: list[Case] = [
          Outcome([thought('We need to call with correct param: name field. Use some name, e.g., "test".'),
                   call("fc_311ba17b-89f9-48d3-8fd9-7e74a1264855", "get_something_by_name", '{"name":"test"}')],
                  (301, 0, 52, 22, 353), OSS, "on_demand"),
-         ignore=(N_ONE, STREAM_FALSE)),
+         normalise=(N_ONE, STREAM_FALSE)),
     Case("groq-model-not-found", "openai-compatible/groq-error-404.yaml", 0,
          {"model": "team-model", "input": [user("hello")]},
          Failure(InvalidRequest, 400, "model_not_found", "does not exist", param="model"),
-         ignore=(N_ONE, STREAM_FALSE)),
+         normalise=(N_ONE, STREAM_FALSE)),
     Case("groq-reasoning-raw", "openai-compatible/groq-reasoning.yaml", 0,
          {"model": "team-model", "instructions": "You are a chef.", "input": [user(ALFAJORES_PROMPT)]},
          Outcome([text(Long("<think>\nOkay, so I want to make Uruguayan alfajore",
                             "l Uruguayan alfajores with a cup of coffee or tea!", 5980))],
                  (21, 0, 1414, 0, 1435), R1),
-         ignore=(N_ONE, STREAM_FALSE, REASONING_FORMAT)),
+         normalise=(N_ONE, STREAM_FALSE, REASONING_FORMAT)),
     Case("groq-reasoning-parsed", "openai-compatible/groq-reasoning.yaml", 1,
          lambda: {"model": "team-model", "input": [
              system("You are a chef."), user(ALFAJORES_PROMPT), assistant(groq_first_answer()),
@@ -469,17 +386,17 @@ CASES: list[Case] = [
                   text(Long("To create authentic Argentinian alfajores, follow ",
                             "d traditions of this beloved South American treat.", 3469))],
                  (524, 0, 1590, 0, 2114), R1),
-         ignore=(N_ONE, STREAM_FALSE, REASONING_FORMAT)),
+         normalise=(N_ONE, STREAM_FALSE, REASONING_FORMAT)),
     # ---------------------------------------------------------------- OpenRouter
     Case("openrouter-reasoning-stream", "openai-compatible/openrouter-reasoning-stream.yaml", 0,
          {"model": "team-model", "input": [user("What is 2+2?")], "stream": True},
          Outcome([thought("This is a simple arithmetic question. 2+2 equals 4."), text("2 + 2 = 4")],
                  (43, 0, 36, 13, 79), "anthropic/claude-sonnet-4.5"),
-         ignore=(OPENROUTER_REASONING,)),
+         normalise=(OPENROUTER_REASONING,)),
     Case("openrouter-rate-limited", "openai-compatible/openrouter-error-429.yaml", 0,
          {"model": "team-model", "instructions": "Be helpful.", "input": [user("Tell me a joke.")]},
          Failure(RateLimited, 429, "rate_limit_exceeded", "Provider returned error", retryable=True),
-         ignore=(STREAM_FALSE,)),
+         normalise=(STREAM_FALSE,)),
 ]
 
 # Interactions not replayed as cases, with the reason. Each becomes a skipped test so the report
@@ -499,209 +416,56 @@ SKIPPED: dict[tuple[str, int], str] = {
 }
 
 
-def _params() -> list[Any]:
-    params = [pytest.param(case, id=case.id) for case in CASES]
-    for (cassette, index), reason in SKIPPED.items():
-        params.append(pytest.param(None, id=f"{cassette.split('/')[1].removesuffix('.yaml')}#{index}",
-                                   marks=pytest.mark.skip(reason=f"{cassette}#{index}: {reason}")))
-    return params
-
-
-# -- helpers -----------------------------------------------------------------------------------
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_session() as client:
-        yield client
-
-
 def _deployment(base_url: str, model: str, **overrides: Any) -> Deployment:
     quirks = Quirks(**overrides.pop("quirks", {}))
     return Deployment(name="test", provider="test-host", dialect="openai_chat", base_url=base_url, model=model,
                       api_key=API_KEY, quirks=quirks, **overrides)
 
 
-def _upstream(responses_body: dict[str, Any], deployment: Deployment) -> UpstreamRequest:
-    """What the engine hands the adapter for this Responses request (no stored history)."""
-    body = msgspec.convert(responses_body, CreateResponseBody)
-    raw_input = body.input
-    items: list[Item] = ([Message(role="user", content=raw_input)] if isinstance(raw_input, str)
-                         else list(raw_input) if isinstance(raw_input, list) else [])
-    tool_choice = body.tool_choice if body.tool_choice not in (msgspec.UNSET, None) else None
-    return UpstreamRequest(body=body, items=items, tools=list(body.tools or []), tool_choice=tool_choice,
-                           instructions=body.instructions if isinstance(body.instructions, str) else None,
-                           deployment=deployment, stream=body.stream is True)
-
-
-def _strip(body: Any, ignore: Ignore) -> int:
-    """Remove what ``ignore`` names from ``body`` in place; returns how many keys went."""
-
-    def walk(node: Any, parts: list[str]) -> int:
-        head, rest = parts[0], parts[1:]
-        if head == "*":
-            return sum(walk(child, rest) for child in node) if isinstance(node, list) else 0
-        if not isinstance(node, dict) or head not in node:
-            return 0
-        if rest:
-            return walk(node[head], rest)
-        if ignore.value is not _ANY and node[head] != ignore.value:
-            return 0
-        del node[head]
-        return 1
-
-    return walk(body, ignore.path.split("."))
-
-
-async def _collect(provider: OpenAIChatProvider, request: UpstreamRequest) -> list[Delta]:
-    return [delta async for delta in provider.run(request)]
-
-
-def _build(deltas: list[Delta]) -> tuple[ResponseBuilder, list[Any]]:
-    builder = ResponseBuilder(ResponseResource(id="resp_test", created_at=0, model="team-model"))
-    events = builder.start()
-    for delta in deltas:
-        events += builder.feed(delta)
-    events += builder.complete()
-    return builder, events
-
-
-def _summary(resource: ResponseResource) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for item in resource.output:
-        if isinstance(item, Message):
-            parts = [("output_text", p.text) if isinstance(p, OutputText) else ("refusal", p.refusal)
-                     for p in item.content if isinstance(p, OutputText | Refusal)]
-            assert len(parts) == len(item.content), item
-            out.append({"type": "message", "content": parts})
-        elif isinstance(item, FunctionCall):
-            out.append(call(item.call_id, item.name, item.arguments))
-        elif isinstance(item, Reasoning):
-            content = [p.text for p in item.content or [] if isinstance(p, ReasoningText)]
-            out.append({"type": "reasoning", "content": content, "summary": [p.text for p in item.summary]})
-        else:
-            raise AssertionError(f"unexpected output item {item!r}")
-    return out
-
-
-def _usage_tuple(resource: ResponseResource) -> tuple[int, int, int, int, int]:
-    usage = resource.usage
-    assert usage is not None
-    return (usage.input_tokens, usage.input_tokens_details.cached_tokens, usage.output_tokens,
-            usage.output_tokens_details.reasoning_tokens, usage.total_tokens)
-
-
 # -- the recorded cases ------------------------------------------------------------------------
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", case_params(CASES, SKIPPED))
 async def test_recorded_case(case: Case, session: aiohttp.ClientSession) -> None:
     recording = load(case.cassette, interactions=[case.interaction])
     interaction = recording.interactions[0]
     assert interaction.path.endswith(CHAT_PATH)
-    expected_body = recording.recorded_requests[0]
-    for ignore in case.ignore:
-        assert _strip(expected_body, ignore) > 0, f"stale ignore {ignore.path!r}: nothing to ignore"
-    deployment = _deployment(interaction.uri.split("#")[0].removesuffix(CHAT_PATH), expected_body["model"],
+    url = interaction.uri.split("#")[0]
+    deployment = _deployment(url.removesuffix(CHAT_PATH), recording.recorded_requests[0]["model"],
                              quirks=case.quirks)
-    request = _upstream(case.request() if callable(case.request) else case.request, deployment)
+    request = converted_request(case.body(), deployment)
     provider = OpenAIChatProvider(session)
-
-    prepared = provider.prepare(request)
-    assert prepared.method == interaction.method == "POST"
-    assert prepared.url == interaction.uri.split("#")[0]
-    assert prepared.body == expected_body
-
-    with replay(recording) as cassette:
-        if isinstance(case.expect, Failure):
-            with pytest.raises(GatewayError) as caught:
-                await _collect(provider, request)
-        else:
-            deltas = await _collect(provider, request)
-    assert len(cassette.sent_requests) == 1
-    sent = cassette.sent_requests[0]
-    assert sent.url == prepared.url
-    assert sent.json() == prepared.body
-    assert sent.header("Authorization") == f"Bearer {API_KEY}"
-    assert sent.header("Content-Type") == "application/json"
-
-    if isinstance(case.expect, Failure):
-        _check_failure(caught.value, case.expect)
-    else:
-        _check_outcome(deltas, case.expect, streamed=request.stream)
-
-
-def _check_failure(error: GatewayError, expect: Failure) -> None:
-    assert type(error) is expect.error, error
-    assert (error.status, error.code, error.param, error.retryable) == (
-        expect.status, expect.code, expect.param, expect.retryable)
-    assert expect.message in error.message
-    assert API_KEY not in error.message
-    assert API_KEY not in str(error)
-
-
-def _check_outcome(deltas: list[Delta], expect: Outcome, *, streamed: bool) -> None:
-    builder, events = _build(deltas)
-    resource = builder.resource
-    assert _summary(resource) == expect.output
-    assert _usage_tuple(resource) == expect.usage
-    assert builder.upstream_model == expect.model
-    assert resource.service_tier == expect.service_tier
-    if expect.incomplete:
-        assert resource.status == "incomplete"
-        assert resource.incomplete_details is not None
-        assert resource.incomplete_details.reason == expect.incomplete
-        assert isinstance(events[-1], ev.ResponseIncomplete)
-    else:
-        assert resource.status == "completed"
-        assert resource.incomplete_details is None
-        assert isinstance(events[-1], ev.ResponseCompleted)
-    for item in resource.output:
-        assert getattr(item, "status", None) == ("incomplete" if expect.incomplete else "completed")
-    if streamed:  # a streamed reply arrives in pieces; a whole one as one delta per item
-        assert len(deltas) > len(expect.output) + 2
+    await check_case(case, recording, provider.prepare(request), provider.run(request), url=url,
+                     headers={"Authorization": f"Bearer {API_KEY}"}, pieces=1 if request.stream else 0)
 
 
 def test_every_recorded_interaction_is_accounted_for() -> None:
-    covered = {(case.cassette, case.interaction) for case in CASES}
-    assert len(covered) == len(CASES), "two cases replay the same interaction"
-    assert not covered & SKIPPED.keys(), "an interaction is both a case and skipped"
-    recorded_ids = set()
-    for folder in DIRS:
-        for path in sorted((fixtures_dir() / folder).glob("*.yaml")):
-            name = f"{folder}/{path.name}"
-            recorded_ids |= {(name, i.index) for i in load(name).interactions}
-    assert recorded_ids - covered - SKIPPED.keys() == set(), "recorded interactions without a case or a reason"
-    assert (covered | SKIPPED.keys()) - recorded_ids == set(), "cases or skips for interactions that do not exist"
+    assert_accounted_for(CASES, SKIPPED, recorded_ids(DIRS[0]) | recorded_ids(DIRS[1]))
 
 
 # -- authentication and deployment data --------------------------------------------------------
 async def test_api_key_auth_style_sends_api_key_header(session: aiohttp.ClientSession) -> None:
     deployment = _deployment("https://api.openai.com/v1", "gpt-4o", auth="api-key",
                              query={"api-version": "2024-10-21"}, headers={"X-Team": "research"})
-    request = _upstream({"model": "team-model", "input": "What is 4200 + 42?"}, deployment)
+    request = converted_request({"model": "team-model", "input": "What is 4200 + 42?"}, deployment)
     provider = OpenAIChatProvider(session)
     prepared = provider.prepare(request)
     assert prepared.url == "https://api.openai.com/v1/chat/completions?api-version=2024-10-21"
     with replay("openai-chat/text-nonstream.yaml") as cassette:
-        deltas = await _collect(provider, request)
+        deltas = await collect(provider.run(request))
     sent = cassette.sent_requests[0]
     assert sent.url == prepared.url
     assert sent.header("api-key") == API_KEY
     assert sent.header("Authorization") is None
     assert sent.header("X-Team") == "research"
     assert sent.json() == cassette.recorded_requests[0]
-    assert _summary(_build(deltas)[0].resource) == [text("\\(4200 + 42 = 4242\\).")]
+    assert summary(build(deltas)[0].resource) == [text("\\(4200 + 42 = 4242\\).")]
 
 
 # -- request translation without a recording ---------------------------------------------------
 def _prepare(body: dict[str, Any], *, items: list[Item] | None = None, tools: list[Any] | None = None,
              tool_choice: Any = None, stream: bool = False, **quirks: Any) -> dict[str, Any]:
-    request = _upstream({"model": "team-model", **body}, _deployment("https://example.test/v1", "m", quirks=quirks))
-    if items is not None:
-        request.items = items
-    if tools is not None:
-        request.tools = tools
-    if tool_choice is not None:
-        request.tool_choice = tool_choice
-    request.stream = stream
-    prepared = OpenAIChatProvider(None).prepare(request)  # type: ignore[arg-type]  # prepare does no I/O
+    request = converted_request({"model": "team-model", **body},
+                                _deployment("https://example.test/v1", "m", quirks=quirks))
+    prepared = offline(OpenAIChatProvider, request, items=items, tools=tools, tool_choice=tool_choice, stream=stream)
     assert prepared.url == "https://example.test/v1/chat/completions"
     return prepared.body
 
@@ -815,10 +579,9 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
 
 async def _run_synthetic(session: aiohttp.ClientSession, interaction: Interaction,
                          stream: bool = True) -> list[Delta]:
-    request = _upstream({"model": "team-model", "input": "x", "stream": stream},
-                        _deployment("https://example.test/v1", "m"))
-    with replay(synthetic(interaction)):
-        return await _collect(OpenAIChatProvider(session), request)
+    request = converted_request({"model": "team-model", "input": "x", "stream": stream},
+                                _deployment("https://example.test/v1", "m"))
+    return await replayed(OpenAIChatProvider(session).run(request), interaction)
 
 
 async def test_tool_call_fragments_null_arguments_and_resent_arguments(session: aiohttp.ClientSession) -> None:
@@ -829,15 +592,15 @@ async def test_tool_call_fragments_null_arguments_and_resent_arguments(session: 
         _chunk({"tool_calls": [{"index": 1, "function": {"arguments": "1}"}}]}),
         _chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"x":1}'}}]}),  # resent in full
         _chunk({}, "tool_calls"))
-    builder, _ = _build(await _run_synthetic(session, Interaction.make(URL, body=body)))
-    assert _summary(builder.resource) == [call("call_a", "a", "{}"), call("call_b", "b", '{"x":1}')]
+    builder, _ = build(await _run_synthetic(session, Interaction.make(URL, body=body)))
+    assert summary(builder.resource) == [call("call_a", "a", "{}"), call("call_b", "b", '{"x":1}')]
 
 
 async def test_reasoning_after_text_opens_a_new_item(session: aiohttp.ClientSession) -> None:
     body = _sse(_chunk({"reasoning": "think"}), _chunk({"content": "Hel"}), _chunk({"content": "lo"}),
                 _chunk({"reasoning": "more"}), _chunk({"content": "!"}, "stop"), ": keep-alive\n\n")
-    builder, _ = _build(await _run_synthetic(session, Interaction.make(URL, body=body)))
-    assert _summary(builder.resource) == [thought("think"), text("Hello"), thought("more"), text("!")]
+    builder, _ = build(await _run_synthetic(session, Interaction.make(URL, body=body)))
+    assert summary(builder.resource) == [thought("think"), text("Hello"), thought("more"), text("!")]
     assert builder.resource.usage is not None and builder.resource.usage.total_tokens == 0
 
 
@@ -850,7 +613,7 @@ async def test_reasoning_after_text_opens_a_new_item(session: aiohttp.ClientSess
 async def test_errors_after_the_stream_started(session: aiohttp.ClientSession, frame: str,
                                                error: type[GatewayError], status: int, code: str) -> None:
     body = _sse(_chunk({"content": "partial"}), frame, done=False)
-    request = _upstream({"model": "team-model", "input": "x", "stream": True},
+    request = converted_request({"model": "team-model", "input": "x", "stream": True},
                         _deployment("https://example.test/v1", "m"))
     seen: list[Delta] = []
     with replay(synthetic(Interaction.make(URL, body=body))), pytest.raises(GatewayError) as caught:
@@ -886,13 +649,10 @@ async def test_context_too_long_and_error_body_with_200(session: aiohttp.ClientS
 
 
 def test_stream_decoder_rejects_interleaved_tool_fragments() -> None:
-    def unused_mapper(status: int, headers: Any, body: bytes) -> GatewayError:
-        raise AssertionError("no error frame here")
-
     def frame(fragment: dict[str, Any]) -> bytes:
         return json.dumps(_chunk({"tool_calls": [fragment]})).encode()
 
-    decoder = ChatStreamDecoder("test-host", unused_mapper)
+    decoder = ChatStreamDecoder("test-host", no_error)
     decoder.feed(None, frame({"index": 0, "id": "a", "function": {"name": "a"}}))
     decoder.feed(None, frame({"index": 1, "id": "b", "function": {"name": "b"}}))
     with pytest.raises(UpstreamError, match="interleaved"):
@@ -901,10 +661,11 @@ def test_stream_decoder_rejects_interleaved_tool_fragments() -> None:
 
 # -- the replay helper itself ------------------------------------------------------------------
 async def test_replay_fails_when_an_interaction_is_left_unplayed(session: aiohttp.ClientSession) -> None:
-    request = _upstream({"model": "team-model", "input": "x"}, _deployment("https://api.groq.com/openai/v1", "m"))
+    request = converted_request({"model": "team-model", "input": "x"},
+                                _deployment("https://api.groq.com/openai/v1", "m"))
     with pytest.raises(AssertionError, match=r"not played: #1 POST"), \
             replay("openai-compatible/groq-text-nonstream.yaml", interactions=[0, 1]):
-        await _collect(OpenAIChatProvider(session), request)
+        await collect(OpenAIChatProvider(session).run(request))
 
 
 def test_load_normalises_gzip_and_parsed_bodies_and_selects_hosts() -> None:

@@ -7,8 +7,8 @@ the gateway would hand the adapter for the recording's request: the recorded bod
 replaced by a team alias, goes through ``proxy.decoding.decode_create_request`` exactly as an
 incoming body does. For each case:
 
-1. ``prepare()`` must produce the recorded body, up to the ``Normalisation``s the case names
-   (each says why and must change something, so a stale one fails);
+1. ``prepare()`` must produce the recorded body, up to the ``Rewrite``s the case names (each says
+   why and must change something, so a stale one fails);
 2. ``run()`` replays the interaction: the body and URL aiohttp sent must be the prepared ones and
    the credential header the deployment's;
 3. the deltas go through ``ResponseBuilder`` and the normalised output must equal both the
@@ -29,16 +29,14 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import msgspec
 import pytest
 from vcr.stubs import aiohttp_stubs
 
-from providers.http import new_session
 from providers.openai_responses import OpenAIResponsesProvider
 from proxy.decoding import decode_create_request
 from proxy.errors import (
@@ -49,18 +47,35 @@ from proxy.errors import (
     UpstreamError,
 )
 from proxy.schema import deltas as d
-from proxy.schema import events as ev
-from proxy.schema.codec import encode
-from proxy.schema.content import OutputText, ReasoningText, Refusal
+from proxy.schema.content import ReasoningText
 from proxy.schema.items import FunctionCall, Message, OpaqueItem, Reasoning
 from proxy.schema.response import ResponseResource
 from proxy.schema.upstream import Deployment, UpstreamRequest
 from proxy.streaming import ResponseBuilder
+from tests.conformance._cases import (
+    ALIAS,
+    API_KEY,
+    BOOK_JSON,
+    Failure,
+    Long,
+    Normalisation,
+    Outcome,
+    assert_accounted_for,
+    build,
+    case_params,
+    check_case,
+    check_failure,
+    chunked_stream,
+    collect,
+    decoded_request,
+    message_parts,
+    recorded_ids,
+    to_json,
+    usage_tuple,
+)
 from tests.conformance.cassette import Interaction, fixtures_dir, load, replay, synthetic
-from tests.spec_validation import parse_sse, validate_event, validate_resource, validate_stream
+from tests.spec_validation import parse_sse, validate_event
 
-API_KEY = "test-key"
-ALIAS = "team-model"
 DIR = "openai-responses"
 OTHER_DIRS = ("openai-compatible",)  # searched for hosts that speak /responses too
 BASE_URL = "https://api.openai.com/v1"
@@ -69,13 +84,16 @@ URL = BASE_URL + "/responses"
 
 # -- documented normalisations -----------------------------------------------------------------
 @dataclass(frozen=True)
-class Normalisation:
-    """A documented difference between what the recording shows and what the gateway produces.
-    ``apply`` rewrites the recorded side in place and returns how many places it changed."""
+class Rewrite(Normalisation):
+    """A normalisation done by a function of the whole recorded body (or output list), which
+    returns how many places it changed."""
 
     name: str
     why: str
-    apply: Callable[[Any], int]
+    rewrite: Callable[[Any], int]
+
+    def apply(self, body: Any) -> int:
+        return self.rewrite(body)
 
     def __repr__(self) -> str:
         return self.name
@@ -98,10 +116,10 @@ def _drop_stream_false(body: dict[str, Any]) -> int:
     return 0
 
 
-TYPELESS_MESSAGES = Normalisation(
+TYPELESS_MESSAGES = Rewrite(
     "typeless-messages", "clients send message items without 'type'; the gateway decodes them as messages and "
     "writes the 'type' the spec requires", _type_typeless_messages)
-STREAM_FALSE = Normalisation(
+STREAM_FALSE = Rewrite(
     "stream-false", "pydantic-ai sends stream:false explicitly; the adapter leaves the default out", _drop_stream_false)
 
 
@@ -129,32 +147,16 @@ def _complete_reasoning_status(output: list[dict[str, Any]]) -> int:
     return changed
 
 
-EMPTY_LOGPROBS = Normalisation(
+EMPTY_LOGPROBS = Rewrite(
     "empty-logprobs", "OpenAI sends logprobs:[] on every output_text part; deltas carry no logprobs, so the gateway "
     "leaves the optional field out (non-empty logprobs would not match)", _drop_empty_logprobs)
-REASONING_STATUS = Normalisation(
+REASONING_STATUS = Rewrite(
     "reasoning-status", "OpenAI leaves 'status' off reasoning items; the builder marks every item it closes",
     _complete_reasoning_status)
 OUTPUT_NORMALISATIONS = (EMPTY_LOGPROBS, REASONING_STATUS)
 
 
 # -- the vocabulary of cases ---------------------------------------------------------------------
-class Long:
-    """Expected long text: equal when prefix, suffix and length all match."""
-
-    def __init__(self, prefix: str, suffix: str, length: int) -> None:
-        self.prefix, self.suffix, self.length = prefix, suffix, length
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, str) and len(other) == self.length and other.startswith(self.prefix)
-                and other.endswith(self.suffix))
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Long({self.prefix!r}...{self.suffix!r}, {self.length})"
-
-
 def msg(item_id: str, *parts: tuple[str, Any], phase: str | None = None) -> dict[str, Any]:
     return {"type": "message", "id": item_id, "content": list(parts), "phase": phase}
 
@@ -165,26 +167,6 @@ def fcall(item_id: str, call_id: str, name: str, arguments: str) -> dict[str, An
 
 def rs(item_id: str, summary: list[Any], *, encrypted: Any = None, content: list[Any] | None = None) -> dict[str, Any]:
     return {"type": "reasoning", "id": item_id, "summary": summary, "content": content or [], "encrypted": encrypted}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    output: list[dict[str, Any]]
-    usage: tuple[int, int, int, int, int]  # input, cached, output, reasoning, total
-    model: str
-    service_tier: str = "default"
-    incomplete: str | None = None
-
-
-@dataclass(frozen=True)
-class Failure:
-    error: type[GatewayError]
-    status: int
-    code: str
-    message: str  # a substring of the mapped message
-    param: str | None = None
-    retryable: bool = False
-    hidden: tuple[str, ...] = ()  # upstream text that must not reach the caller
 
 
 @dataclass(frozen=True)
@@ -210,7 +192,6 @@ GPT5_MINI = "gpt-5-mini-2025-08-07"
 GPT55 = "gpt-5.5-2026-04-23"
 SECRET_TOOL = "secret_retrieval_tool"
 MELLON, RADIANCE = '{"password":"mellon"}', '{"password":"radiance"}'
-BOOK_JSON = '{"title":"THE NAME OF THE WIND","author":{"first_name":"Patrick","last_name":"Rothfuss"},"rating":7}'
 TOKENS_CALLS = (36, 0, 54, 0, 90)  # every parallel secret_retrieval_tool turn
 
 
@@ -399,21 +380,7 @@ SKIPPED: dict[tuple[str, int], str] = {
 }
 
 
-def _params() -> list[Any]:
-    params = [pytest.param(case, id=case.id) for case in CASES]
-    for (cassette, index), reason in SKIPPED.items():
-        params.append(pytest.param(None, id=f"{cassette}#{index}",
-                                   marks=pytest.mark.skip(reason=f"{DIR}/{cassette}.yaml#{index}: {reason}")))
-    return params
-
-
 # -- helpers -----------------------------------------------------------------------------------
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_session() as client:
-        yield client
-
-
 def _deployment(model: str, **overrides: Any) -> Deployment:
     return Deployment(name="t", provider="openai", dialect="openai_responses", base_url=BASE_URL, model=model,
                       api_key=API_KEY, **overrides)
@@ -421,46 +388,18 @@ def _deployment(model: str, **overrides: Any) -> Deployment:
 
 def _request(client_body: dict[str, Any], *, bypass: tuple[str, ...] = (),
              deployment: Deployment | None = None) -> UpstreamRequest:
-    """What the engine hands the adapter for this create body (no stored history): the body with
-    the model replaced by the team alias, decoded as the gateway decodes an incoming body.
-    ``bypass`` fields are left out of the decoding and set afterwards, unvalidated."""
-    decoded = decode_create_request(json.dumps(
-        {**{k: v for k, v in client_body.items() if k not in bypass}, "model": ALIAS}).encode())
-    body = msgspec.structs.replace(decoded.body, **{name: client_body[name] for name in bypass})
-    return UpstreamRequest(body=body, items=decoded.input, tools=decoded.tools, tool_choice=decoded.tool_choice,
-                           instructions=body.instructions if isinstance(body.instructions, str) else None,
-                           deployment=deployment or _deployment(str(client_body["model"])),
-                           stream=client_body.get("stream") is True)
-
-
-async def _collect(provider: OpenAIResponsesProvider, request: UpstreamRequest) -> list[d.Delta]:
-    return [delta async for delta in provider.run(request)]
-
-
-def _build(deltas: list[d.Delta], builder: ResponseBuilder | None = None) -> tuple[ResponseBuilder, list[Any]]:
-    if builder is None:
-        builder = ResponseBuilder(ResponseResource(id="resp_test", created_at=0, model=ALIAS))
-        events = builder.start()
-    else:
-        events = builder.next_turn()
-    for delta in deltas:
-        events += builder.feed(delta)
-    events += builder.complete()
-    return builder, events
-
-
-def _json(value: Any) -> Any:
-    return json.loads(encode(value))
+    """What the engine hands the adapter for this create body: ``decoded_request`` of the body
+    with the model replaced by the team alias, for the deployment of the recorded model."""
+    return decoded_request({**client_body, "model": ALIAS},
+                           deployment or _deployment(str(client_body["model"])), bypass=bypass)
 
 
 def _summary(resource: ResponseResource) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for item in resource.output:
         if isinstance(item, Message):
-            parts = [("output_text", p.text) if isinstance(p, OutputText) else ("refusal", p.refusal)
-                     for p in item.content if isinstance(p, OutputText | Refusal)]
-            assert len(parts) == len(item.content), item
-            out.append(msg(str(item.id), *parts, phase=item.phase if isinstance(item.phase, str) else None))
+            phase = item.phase if isinstance(item.phase, str) else None
+            out.append(msg(str(item.id), *message_parts(item), phase=phase))
         elif isinstance(item, FunctionCall):
             out.append(fcall(str(item.id), item.call_id, item.name, item.arguments))
         elif isinstance(item, Reasoning):
@@ -471,13 +410,6 @@ def _summary(resource: ResponseResource) -> list[dict[str, Any]]:
         else:
             raise AssertionError(f"unexpected output item {item!r}")
     return out
-
-
-def _usage_tuple(resource: ResponseResource) -> tuple[int, int, int, int, int]:
-    usage = resource.usage
-    assert usage is not None
-    return (usage.input_tokens, usage.input_tokens_details.cached_tokens, usage.output_tokens,
-            usage.output_tokens_details.reasoning_tokens, usage.total_tokens)
 
 
 def _recorded_events(interaction: Interaction) -> list[dict[str, Any]]:
@@ -513,7 +445,7 @@ def _normalised_recorded_event_types(interaction: Interaction) -> list[str]:
 
 
 # -- the recorded cases ------------------------------------------------------------------------
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", case_params(CASES, SKIPPED, lambda cassette: f"{DIR}/{cassette}.yaml"))
 async def test_recorded_case(case: Case, session: aiohttp.ClientSession) -> None:
     recording = load(case.path, interactions=[case.interaction])
     interaction = recording.interactions[0]
@@ -524,94 +456,41 @@ async def test_recorded_case(case: Case, session: aiohttp.ClientSession) -> None
             decode_create_request(json.dumps(recorded_body).encode())
         assert refused.value.param in case.bypass
     request = _request(recorded_body, bypass=case.bypass)
-    expected_body = copy.deepcopy(recorded_body)
-    for normalisation in case.normalise:
-        assert normalisation.apply(expected_body) > 0, f"stale normalisation {normalisation.name!r}"
     provider = OpenAIResponsesProvider(session)
-
     prepared = provider.prepare(request)
-    assert (prepared.method, prepared.url) == ("POST", URL)
-    assert prepared.body == expected_body
     assert prepared.body["model"] == recorded_body["model"] != ALIAS
-
-    with replay(recording) as cassette:
-        if isinstance(case.expect, Failure):
-            with pytest.raises(GatewayError) as caught:
-                await _collect(provider, request)
-        else:
-            deltas = await _collect(provider, request)
-    assert len(cassette.sent_requests) == 1
-    sent = cassette.sent_requests[0]
-    assert sent.url == prepared.url
-    assert sent.json() == prepared.body
-    assert sent.header("Authorization") == f"Bearer {API_KEY}"
-    assert sent.header("Content-Type") == "application/json"
-
-    if isinstance(case.expect, Failure):
-        _check_failure(caught.value, case.expect)
-    else:
-        assert request.stream == _is_stream(interaction)
-        _check_outcome(deltas, case.expect, interaction)
+    streamed = _is_stream(interaction)
+    _, result = await check_case(case, recording, prepared, provider.run(request),
+                                 headers={"Authorization": f"Bearer {API_KEY}"}, pieces=2 if streamed else 0,
+                                 summarise=_summary)
+    if isinstance(case.expect, Outcome):
+        assert isinstance(result, list) and request.stream == streamed
+        _check_reported(result, interaction)
 
 
-def _check_failure(error: GatewayError, expect: Failure) -> None:
-    assert type(error) is expect.error, error
-    assert (error.status, error.code, error.param, error.retryable) == (
-        expect.status, expect.code, expect.param, expect.retryable)
-    assert expect.message in error.message
-    for text in (API_KEY, *expect.hidden):
-        assert text not in error.message
-        assert text not in str(error)
-
-
-def _check_outcome(deltas: list[d.Delta], expect: Outcome, interaction: Interaction) -> None:
-    builder, events = _build(deltas)
+def _check_reported(deltas: list[d.Delta], interaction: Interaction) -> None:
+    """The response built from ``deltas``, field by field against what the upstream itself
+    reported, and its events in the upstream's order."""
+    builder, events = build(deltas)
     resource = builder.resource
-    assert _summary(resource) == expect.output
-    assert _usage_tuple(resource) == expect.usage
-    assert builder.upstream_model == expect.model
-    assert resource.service_tier == expect.service_tier
     assert resource.model == ALIAS
-    if expect.incomplete:
-        assert resource.status == "incomplete"
-        assert resource.incomplete_details is not None
-        assert resource.incomplete_details.reason == expect.incomplete
-        assert isinstance(events[-1], ev.ResponseIncomplete)
-    else:
-        assert resource.status == "completed"
-        assert resource.incomplete_details is None
-        assert isinstance(events[-1], ev.ResponseCompleted)
-    for item in resource.output:
-        assert getattr(item, "status", None) == ("incomplete" if expect.incomplete else "completed")
-
-    # Field by field against what the upstream itself reported.
     recorded = _recorded_reply(interaction)
     expected_output, _ = _normalised_recorded_output(interaction)
-    assert _json(resource.output) == expected_output
-    assert _json(resource.usage) == recorded["usage"]
-    assert (recorded["status"], recorded["incomplete_details"]) == (resource.status, _json(resource.incomplete_details))
+    assert to_json(resource.output) == expected_output
+    assert to_json(resource.usage) == recorded["usage"]
+    assert (recorded["status"], recorded["incomplete_details"]) == (resource.status,
+                                                                      to_json(resource.incomplete_details))
     assert recorded["service_tier"] == resource.service_tier
-    validate_resource(_json(resource))
-
-    encoded = [_json(event) for event in events]
     if _is_stream(interaction):
-        validate_stream(encoded)
-        assert [e["type"] for e in encoded] == _normalised_recorded_event_types(interaction)
-        assert len(deltas) > 2 * len(expect.output)  # it arrived in pieces, not as whole items
+        assert [to_json(event)["type"] for event in events] == _normalised_recorded_event_types(interaction)
     else:
         assert not any(isinstance(delta, d.PassthroughEvent) for delta in deltas)
 
 
 def test_every_recorded_interaction_is_accounted_for() -> None:
-    covered = {(case.cassette, case.interaction) for case in CASES}
-    assert len(covered) == len(CASES), "two cases replay the same interaction"
-    assert not covered & SKIPPED.keys(), "an interaction is both a case and skipped"
-    recorded_ids = set()
-    for path in sorted((fixtures_dir() / DIR).glob("*.yaml")):
-        recorded_ids |= {(path.stem, i.index) for i in load(f"{DIR}/{path.name}").interactions}
-    assert len({cassette for cassette, _ in recorded_ids}) == 22
-    assert recorded_ids - covered - SKIPPED.keys() == set(), "recorded interactions without a case or a reason"
-    assert (covered | SKIPPED.keys()) - recorded_ids == set(), "cases or skips for interactions that do not exist"
+    recorded = recorded_ids(DIR, lambda path: path.stem)
+    assert len({cassette for cassette, _ in recorded}) == 22
+    assert_accounted_for(CASES, SKIPPED, recorded)
     for (cassette, index) in SKIPPED:  # skipped only because another adapter speaks them
         interaction = load(f"{DIR}/{cassette}.yaml", interactions=[index]).interactions[0]
         assert interaction.uri != URL, f"{cassette}#{index} speaks /responses: make it a case"
@@ -644,7 +523,7 @@ STREAM_PAIRS = [
 
 def _shapes(resource: ResponseResource) -> list[tuple[Any, ...]]:
     shapes = []
-    for item in _json(resource.output):
+    for item in to_json(resource.output):
         parts = tuple(part["type"] for key in ("content", "summary") for part in item.get(key) or []
                       if isinstance(part, dict))
         shapes.append((item["type"], str(item["id"]).split("_")[0], tuple(sorted(item)), tuple(sorted(set(parts))),
@@ -662,7 +541,7 @@ async def test_streamed_and_whole_replies_normalise_alike(whole: str, streamed: 
             recording = load(f"{DIR}/{cassette}.yaml", interactions=[index])
             request = _request(recording.recorded_requests[0])
             with replay(recording):
-                builder, _ = _build(await _collect(provider, request))
+                builder, _ = build(await collect(provider.run(request)))
             shapes.append(_shapes(builder.resource))
         assert shapes[0] == shapes[1], f"#{index}"
         assert shapes[0], f"#{index} produced no output"
@@ -783,7 +662,7 @@ async def test_error_event_after_output(session: aiohttp.ClientSession, frame: d
     with pytest.raises(GatewayError) as caught:
         await _run_synthetic(session, _sse(*CREATED, *_text_events("partial answer")[:3], frame), seen=seen)
     assert [delta.text for delta in seen if isinstance(delta, d.TextDelta)] == ["partial "]
-    _check_failure(caught.value, expect)
+    check_failure(caught.value, expect)
     assert caught.value.message == expect.message
 
 
@@ -795,7 +674,7 @@ async def test_response_failed_before_any_output(session: aiohttp.ClientSession)
     with pytest.raises(UpstreamError) as caught:
         await _run_synthetic(session, _sse(*CREATED, failed), seen=seen)
     assert seen == [d.ResponseInfo(model="gpt-4o-2024-08-06")] * 2
-    _check_failure(caught.value, Failure(UpstreamError, 502, "upstream_error", "The server had an error while "
+    check_failure(caught.value, Failure(UpstreamError, 502, "upstream_error", "The server had an error while "
                                          "processing your request ([redacted]).", retryable=True))
 
 
@@ -843,8 +722,8 @@ async def test_unknown_item_type_passes_through(session: aiohttp.ClientSession) 
     events = builder.start()
     for delta in (d.TextDelta(key=0, text="Running it.", item_id="msg_0"), d.ItemDone(key=0)):
         events += builder.feed(delta)
-    builder, more = _build(deltas, builder)
-    encoded = [_json(event) for event in events + more]
+    builder, more = build(deltas, builder)
+    encoded = [to_json(event) for event in events + more]
     assert [e["sequence_number"] for e in encoded] == list(range(len(encoded)))
     relayed = [e for e in encoded if e["type"].startswith("response.custom_tool_call_input.")]
     assert [(e["output_index"], e.get("delta", e.get("input"))) for e in relayed] == [
@@ -858,7 +737,7 @@ async def test_unknown_item_type_passes_through(session: aiohttp.ClientSession) 
 
     whole = await _run_synthetic(session, _resource("completed", [done], usage=USAGE), stream=False)
     assert whole[0] == d.PassthroughItem(key=0, item=done)
-    assert _build(whole)[0].resource.output == [OpaqueItem(done)]
+    assert build(whole)[0].resource.output == [OpaqueItem(done)]
 
 
 async def test_arguments_sent_only_with_the_finished_call(session: aiohttp.ClientSession) -> None:
@@ -874,7 +753,7 @@ async def test_arguments_sent_only_with_the_finished_call(session: aiohttp.Clien
                 {"type": "response.output_item.done", "output_index": 1,
                  "item": {**call, "id": "fc_2", "call_id": "call_2", "status": "completed", "arguments": '{"b": 2}'}},
                 _completed([]))
-    builder, _ = _build(await _run_synthetic(session, body))
+    builder, _ = build(await _run_synthetic(session, body))
     assert _summary(builder.resource) == [fcall("fc_1", "call_1", "f", '{"a": 1}'),
                                           fcall("fc_2", "call_2", "f", '{"b": 2}')]
 
@@ -884,8 +763,8 @@ async def test_null_usage_details_count_as_zero(session: aiohttp.ClientSession) 
         {"type": "output_text", "annotations": [], "text": "ok"}]}], usage={
         "input_tokens": 5, "output_tokens": 2, "total_tokens": 7, "input_tokens_details": None,
         "output_tokens_details": None})
-    builder, _ = _build(await _run_synthetic(session, reply, stream=False))
-    assert _usage_tuple(builder.resource) == (5, 0, 2, 0, 7)
+    builder, _ = build(await _run_synthetic(session, reply, stream=False))
+    assert usage_tuple(builder.resource) == (5, 0, 2, 0, 7)
     assert builder.upstream_model == "gpt-4o-2024-08-06"
 
 
@@ -894,28 +773,9 @@ async def test_served_tier_and_model_come_from_the_terminal_event(session: aioht
                                                                   served: str) -> None:
     """``response.created`` echoes the requested tier (``auto``); the terminal event says what served."""
     terminal = _completed([], service_tier=tier, model="gpt-4o-2024-11-20")
-    builder, _ = _build(await _run_synthetic(session, _sse(*CREATED, *_text_events("hi"), terminal)))
+    builder, _ = build(await _run_synthetic(session, _sse(*CREATED, *_text_events("hi"), terminal)))
     assert (builder.resource.service_tier, builder.upstream_model) == (served, "gpt-4o-2024-11-20")
-    assert _usage_tuple(builder.resource) == (5, 1, 3, 0, 8)
-
-
-def _chunked_stream(size: int, pieces: list[bytes]) -> type[aiohttp_stubs.MockStream]:
-    class ChunkedStream(aiohttp_stubs.MockStream):
-        """Hands the body to the reader ``size`` bytes at a time, as a socket may."""
-
-        def __init__(self, body: bytes) -> None:
-            super().__init__(body)
-            self._whole = body or b""
-
-        def iter_any(self) -> Any:
-            async def chunks() -> AsyncIterator[bytes]:
-                for start in range(0, len(self._whole), size):
-                    pieces.append(self._whole[start:start + size])
-                    yield pieces[-1]
-
-            return chunks()
-
-    return ChunkedStream
+    assert usage_tuple(builder.resource) == (5, 1, 3, 0, 8)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 100_000])
@@ -932,9 +792,9 @@ async def test_sse_framing_across_chunk_boundaries(session: aiohttp.ClientSessio
     body = body.replace(b"event: response.output_text.done", f"{extra}{eol}{eol}".encode()
                         + b"event: response.output_text.done", 1)
     pieces: list[bytes] = []
-    monkeypatch.setattr(aiohttp_stubs, "MockStream", _chunked_stream(size, pieces))
+    monkeypatch.setattr(aiohttp_stubs, "MockStream", chunked_stream(size, pieces))
     deltas = await _run_synthetic(session, body)
     assert len(pieces) == -(-len(body) // size)
-    builder, _ = _build(deltas)
+    builder, _ = build(deltas)
     assert _summary(builder.resource) == [msg("msg_1", ("output_text", text + "!"))]
-    assert _usage_tuple(builder.resource) == (5, 1, 3, 0, 8)
+    assert usage_tuple(builder.resource) == (5, 1, 3, 0, 8)
