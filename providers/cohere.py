@@ -50,7 +50,6 @@ from providers.common import (
     Refusals,
     assistant_turns,
     chat_function,
-    class_name,
     count,
     finish_from,
     output_format,
@@ -98,7 +97,7 @@ from proxy.schema.upstream import UpstreamRequest
 
 _PATH = "/chat"
 log = logging.getLogger(__name__)
-_REFUSE = Refusals("Cohere", part_name=class_name)
+_REFUSE = Refusals("Cohere")
 _FINISH: dict[str, FinishReason] = {
     "COMPLETE": "stop",
     "STOP_SEQUENCE": "stop",

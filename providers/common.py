@@ -8,7 +8,7 @@ and its own tables.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +36,6 @@ def _type_name(value: Any) -> str:
     return str(config.tag) if config is not None else type(value).__name__
 
 
-def class_name(value: Any) -> str:
-    """A content part named by its class (``InputFile``), as the Cohere, Ollama and Gemini
-    adapters name parts in their 400s where the others give the wire type (``input_file``)."""
-    return getattr(value, "type", None) or type(value).__name__
-
-
 @dataclass(frozen=True, slots=True)
 class Refusals:
     """The ``UnsupportedFeature`` errors (400, naming the field) of one dialect, worded alike in
@@ -49,12 +43,9 @@ class Refusals:
 
     dialect: str
     """The dialect as the messages name it (``Cohere``, ``Chat Completions``)."""
-    part_name: Callable[[Any], str] = _type_name
-    """How a refused content part is named."""
-
     def part(self, part: Any, where: str, param: str) -> UnsupportedFeature:
         """A content part the dialect cannot carry in ``where`` (``user messages``)."""
-        return UnsupportedFeature(f"{self.part_name(part)} content parts are not supported in {where} by "
+        return UnsupportedFeature(f"{_type_name(part)} content parts are not supported in {where} by "
                                   f"{self.dialect}", param=param)
 
     def item(self, item: Any, index: int) -> UnsupportedFeature:

@@ -63,7 +63,6 @@ from providers.common import (
     TEXT_PARTS,
     Refusals,
     call_arguments,
-    class_name,
     output_format,
     part_texts,
     put,
@@ -108,7 +107,7 @@ from proxy.schema.request import (
 from proxy.schema.upstream import Deployment, UpstreamRequest
 
 log = logging.getLogger(__name__)
-_REFUSE = Refusals("Gemini", part_name=class_name)
+_REFUSE = Refusals("Gemini")
 _BUDGETS = {"none": 0, "minimal": 200, "low": 1600, "medium": 6400, "high": 24576, "xhigh": 24576}
 """Thinking budget per ``reasoning.effort`` (the steps the recorded clients use; 24576 is the
 most Gemini 2.5 Flash takes). ``none`` turns thinking off where the model allows it."""

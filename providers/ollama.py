@@ -53,7 +53,6 @@ from providers.common import (
     Refusals,
     assistant_turns,
     chat_function,
-    class_name,
     count,
     json_object,
     output_format,
@@ -100,7 +99,7 @@ from proxy.schema.upstream import UpstreamRequest
 
 _PATH = "/api/chat"
 log = logging.getLogger(__name__)
-_REFUSE = Refusals("Ollama", part_name=class_name)
+_REFUSE = Refusals("Ollama")
 _TOOL_FIELDS = ("description", "parameters")
 _BASE64_MARK = ";base64,"
 _json_encode = msgspec.json.Encoder().encode
