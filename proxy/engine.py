@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
+import aiohttp
 import msgspec
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
@@ -25,7 +27,7 @@ from proxy.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from proxy.ids import new_id
 from proxy.resource import new_resource
 from proxy.schema.content import InputText, OutputText
-from proxy.schema.deltas import Delta
+from proxy.schema.deltas import Delta, Finish
 from proxy.schema.items import (
     Compaction,
     FunctionCall,
@@ -36,12 +38,15 @@ from proxy.schema.items import (
     OpaqueItem,
     Reasoning,
 )
+from proxy.schema.request import Tool
 from proxy.schema.response import ResponseResource
 from proxy.schema.upstream import Deployment, UpstreamRequest
 from proxy.sealing import Sealer
 from proxy.settings import RetryConfig
 from proxy.store import ResponseStore
 from proxy.streaming import Event, ResponseBuilder
+from proxy.tool_loop import ToolLoopConfig, loop_deadline, run_calls, server_tools
+from tools import ToolRegistry, ToolSpec
 
 log = logging.getLogger("interlock.engine")
 
@@ -61,6 +66,12 @@ class Turn:
     """What the model sees: previous input and output, then this request's input, resolved."""
     stored_input: list[Item]
     """The same items with an id on each, as the store keeps them."""
+    tools: list[Tool]
+    """The tools as the model sees them (server-side ones with their registered definition)."""
+    server_tools: dict[str, ToolSpec]
+    """The request's tools the gateway runs itself, by name."""
+    max_tool_calls: int
+    """Server-side calls allowed for this response."""
 
     @property
     def store(self) -> bool:
@@ -74,14 +85,20 @@ class OpenStream:
     upstream: AsyncGenerator[Delta, None]
     first: Delta
     deployment: Deployment
+    stream: bool
     error: GatewayError | None = None
     """Set when the upstream failed after the first delta."""
 
 
 class Engine:
     def __init__(self, *, catalogue: Catalogue, store: ResponseStore, providers: Mapping[str, Provider],
-                 retry: RetryConfig, sealer: Sealer) -> None:
+                 retry: RetryConfig, sealer: Sealer, tools: ToolRegistry, tool_loop: ToolLoopConfig,
+                 team_tools: Mapping[str, Sequence[str]], session: aiohttp.ClientSession) -> None:
         self.sealer = sealer
+        self.tools = tools
+        self.tool_loop = tool_loop
+        self.team_tools = team_tools
+        self.session = session
         self.catalogue = catalogue
         self.store = store
         self.providers = providers
@@ -120,8 +137,13 @@ class Engine:
         new_items = await self._resolve_references(principal, request.input, history_stored)
         stored_new = [_stored_form(item) for item in new_items]
         resource = new_resource(request, response_id=new_id("resp"), model=alias)
+        tools, specs = server_tools(request.tools, self.tools, self.team_tools.get(principal.team, ()))
+        limit = self.tool_loop.max_tool_calls
+        if isinstance(body.max_tool_calls, int):
+            limit = min(limit, body.max_tool_calls)
         return Turn(principal=principal, request=request, model=model, resource=resource,
-                    conversation=[*history, *new_items], stored_input=[*history_stored, *stored_new])
+                    conversation=[*history, *new_items], stored_input=[*history_stored, *stored_new],
+                    tools=tools, server_tools=specs, max_tool_calls=limit)
 
     async def _resolve_references(self, principal: Principal, items: list[Item], history: list[Item]) -> list[Item]:
         wanted = [item.id for item in items if isinstance(item, ItemReference)]
@@ -150,7 +172,7 @@ class Engine:
     # -- upstream ------------------------------------------------------------------------------
     def _upstream_request(self, turn: Turn, deployment: Deployment, stream: bool) -> tuple[UpstreamRequest, Adapted]:
         body = turn.request.body
-        adapted = adapt(turn.conversation, turn.request.tools, turn.request.tool_choice,
+        adapted = adapt(turn.conversation, turn.tools, turn.request.tool_choice,
                         dialect=deployment.dialect, team=turn.principal.team, sealer=self.sealer)
         request = UpstreamRequest(
             body=body,
@@ -166,6 +188,11 @@ class Engine:
     async def open(self, turn: Turn, *, stream: bool) -> OpenStream:
         """Reach the first delta: retry each deployment, then fall back to the next. Errors that
         are the caller's (4xx from the upstream) end the search at once."""
+        upstream, first, deployment = await self._connect(turn, stream)
+        return OpenStream(turn=turn, builder=ResponseBuilder(turn.resource), upstream=upstream, first=first,
+                          deployment=deployment, stream=stream)
+
+    async def _connect(self, turn: Turn, stream: bool) -> tuple[AsyncGenerator[Delta, None], Delta, Deployment]:
         last_error: GatewayError | None = None
         for deployment in turn.model.deployments:
             provider = self.providers[deployment.dialect]
@@ -178,8 +205,7 @@ class Engine:
                 log.warning("deployment %s failed before the first byte: %s", deployment.name, exc.message)
                 last_error = exc
                 continue
-            return OpenStream(turn=turn, builder=ResponseBuilder(turn.resource), upstream=upstream, first=first,
-                              deployment=deployment)
+            return upstream, first, deployment
         assert last_error is not None
         raise last_error
 
@@ -224,14 +250,37 @@ class Engine:
         back (or continues it) right after the last event finds it."""
         builder, turn = opened.builder, opened.turn
         yield builder.start()
+        deadline = loop_deadline(self.tool_loop)
+        calls_run = 0
         try:
-            batch = builder.feed(opened.first)
-            if batch:
-                yield batch
-            async for delta in opened.upstream:
-                batch = builder.feed(delta)
+            while True:
+                first_item = len(turn.resource.output)
+                batch = builder.feed(opened.first)
                 if batch:
                     yield batch
+                async for delta in opened.upstream:
+                    batch = builder.feed(delta)
+                    if batch:
+                        yield batch
+                await opened.upstream.aclose()
+                produced = list(turn.resource.output[first_item:])
+                calls = [item for item in produced if isinstance(item, FunctionCall)]
+                server = [call for call in calls if call.name in turn.server_tools]
+                if not server or builder.incomplete:
+                    break
+                if calls_run + len(server) > turn.max_tool_calls or time.monotonic() > deadline:
+                    builder.feed(Finish(reason="max_tool_calls"))
+                    break
+                yield builder.next_turn()
+                outputs = await run_calls(server, turn.server_tools, config=self.tool_loop, deadline=deadline,
+                                          session=self.session)
+                calls_run += len(server)
+                for output in outputs:
+                    yield builder.add_item(output)
+                if len(server) < len(calls):
+                    break  # the client runs its own calls and continues with previous_response_id
+                turn.conversation = [*turn.conversation, *produced, *outputs]
+                opened.upstream, opened.first, opened.deployment = await self._connect(turn, opened.stream)
             terminal = builder.complete()
         except GatewayError as exc:
             log.log(exc.log_level, "response %s failed mid-stream: %s", turn.resource.id, exc.message)

@@ -16,6 +16,7 @@ from proxy.engine import Engine
 from proxy.sealing import Sealer
 from proxy.settings import Settings
 from proxy.store import ResponseStore, open_store
+from tools import ToolRegistry, isolation_report
 
 log = logging.getLogger("interlock")
 
@@ -55,8 +56,13 @@ class Gateway:
             log.warning("model %s is not served: %s", alias, reason)
         dialects = {provider.dialect for provider in settings.providers.values()} | {"openai_responses"}
         providers = load_providers(dialects, session)
+        registry = ToolRegistry(settings.tools)
+        if settings.tools:
+            report = isolation_report()
+            log.info("tool sandbox: %s", report.mode)
         engine = Engine(catalogue=catalogue, store=store, providers=providers, retry=settings.retry,
-                        sealer=Sealer.from_env(settings.seal_key_env))
+                        sealer=Sealer.from_env(settings.seal_key_env), tools=registry, tool_loop=settings.tool_loop,
+                        team_tools={team: config.tools for team, config in settings.teams.items()}, session=session)
         return cls(settings=settings, keyring=KeyRing(settings), catalogue=catalogue, store=store,
                    session=session, engine=engine, simulator_url=simulator_url, _closers=closers)
 

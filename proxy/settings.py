@@ -17,6 +17,8 @@ from msgspec import Meta, Struct
 
 from policies.rules import Rules, Tier
 from proxy.schema.upstream import AuthStyle, Dialect, Quirks, Timeouts
+from proxy.tool_loop import ToolLoopConfig
+from tools import ToolSpec
 
 
 class ConfigError(Exception):
@@ -137,6 +139,8 @@ class KeyConfig(Struct, kw_only=True, forbid_unknown_fields=True):
 
 class TeamConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     keys: list[KeyConfig]
+    tools: list[str] = msgspec.field(default_factory=list)
+    """Server-side tools (names or globs of ``tools`` entries) the team's requests may run."""
 
 
 class RetryConfig(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -169,6 +173,9 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     models: dict[str, ModelConfig] = msgspec.field(default_factory=dict)
     teams: dict[str, TeamConfig] = msgspec.field(default_factory=dict)
+    tools: list[ToolSpec] = msgspec.field(default_factory=list)
+    """Server-side tools the gateway runs in its sandbox (docs/tools.md)."""
+    tool_loop: ToolLoopConfig = msgspec.field(default_factory=ToolLoopConfig)
     policies_dir: str | None = None
     """Directory of team policy files (``<team>.yaml``), relative to this file; reloaded on
     SIGHUP and when a file changes. Unset: the ``teams`` section and ``policy`` only."""

@@ -24,7 +24,7 @@ from proxy.schema.response import IncompleteDetails, ResponseError, ResponseReso
 
 Event = ev.StreamEvent | ev.PassthroughEvent
 
-_INCOMPLETE_REASONS = {"max_output_tokens", "content_filter"}
+_INCOMPLETE_REASONS = {"max_output_tokens", "content_filter", "max_tool_calls"}
 
 
 @dataclass(slots=True)
@@ -106,6 +106,21 @@ class ResponseBuilder:
                                                           param=error.param)),
             self._ev(ev.ResponseFailed, response=resource),
         ]
+
+    def add_item(self, item: OutputItem) -> list[Event]:
+        """A complete item the gateway made itself (a server-side tool's output)."""
+        out = self._close_current()
+        output = self.resource.output
+        index = len(output)
+        output.append(item)
+        out.append(self._ev(ev.OutputItemAdded, output_index=index,
+                            item=msgspec.structs.replace(item, status="in_progress")))
+        out.append(self._ev(ev.OutputItemDone, output_index=index, item=item))
+        return out
+
+    @property
+    def incomplete(self) -> bool:
+        return self._finish in _INCOMPLETE_REASONS
 
     @property
     def sequence_number(self) -> int:

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import aiohttp
 import msgspec
@@ -184,8 +184,10 @@ async def _sandboxed(
         os.close(status_w)
     pid = transport.get_pid()
     try:
-        stdin = transport.get_pipe_transport(0)
-        assert isinstance(stdin, asyncio.WriteTransport)
+        # uvloop's pipe transports are not asyncio.WriteTransport subclasses: check the duck.
+        stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
+        if stdin is None:
+            raise RuntimeError("the sandbox runner has no stdin pipe")
         # A command reads its JSON arguments on stdin, after the plan; the transport writes as the
         # pipe drains, so a tool that never reads cannot block the gateway.
         stdin.write(encode_stdin(plan, arguments.encode() if spec.kind == "command" else b""))

@@ -1,0 +1,111 @@
+"""Server-side tools: the gateway runs registered tools in its sandbox between model turns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from openai import OpenAI
+
+from tests.conftest import Api
+from tests.gateway_server import TEAM_A_KEY, RunningGateway, gateway_settings, serve
+
+CALCULATOR = {"name": "calculator", "description": "Evaluate arithmetic.", "kind": "python",
+              "target": "tools.builtin.calculator:evaluate",
+              "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
+                             "required": ["expression"], "additionalProperties": False}}
+SLOW = {"name": "slow", "description": "Takes too long.", "kind": "command", "timeout_s": 0.5,
+        "target": ["/bin/sleep", "30"],
+        "parameters": {"type": "object", "properties": {"what": {"type": "string"}}, "required": ["what"]}}
+WEATHER = {"type": "function", "name": "get_weather", "description": "Weather (client side)",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+ENABLE_CALCULATOR = {"type": "function", "name": "calculator"}
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    providers = {"sim": {"dialect": "openai_responses", "base_url": "embedded"},
+                 "sim-chat": {"dialect": "openai_chat", "base_url": "embedded"},
+                 "sim-par": {"dialect": "openai_responses", "base_url": "embedded", "headers": {"x-sim-parallel": "2"}}}
+    models = {name: {"deployments": [{"provider": name, "model": "sim-1"}]} for name in providers}
+    settings = gateway_settings(f"sqlite:///{tmp_path_factory.mktemp('store') / 's.db'}", providers=providers,
+                                models=models, tools=[CALCULATOR, SLOW])
+    settings.teams["team-a"].tools = ["calculator", "slow"]
+    with serve(settings) as gateway:
+        yield gateway
+
+
+def _types(resource: dict[str, Any]) -> list[str]:
+    return [item["type"] for item in resource["output"]]
+
+
+def _text(resource: dict[str, Any]) -> str:
+    return "".join(part["text"] for item in resource["output"] if item["type"] == "message"
+                   for part in item["content"])
+
+
+@pytest.mark.parametrize("model", ["sim", "sim-chat"])
+def test_registered_tool_runs_between_turns(api: Api, model: str, upstream_log: Any) -> None:
+    body = {"model": model, "input": "compute 42", "tools": [ENABLE_CALCULATOR]}
+    whole = api.create(body)
+    assert _types(whole) == ["function_call", "function_call_output", "message"]
+    assert whole["output"][1]["output"] == "42" and whole["output"][1]["call_id"] == whole["output"][0]["call_id"]
+    assert _text(whole) == "Tool said: 42"
+    first_turn = upstream_log()[-2]["body"]
+    tools = first_turn["tools"]
+    described = tools[0] if model == "sim" else tools[0]["function"]
+    assert described["description"] == "Evaluate arithmetic.", "the model sees the registered definition"
+    assert whole["usage"]["input_tokens"] > 0
+
+    events = api.stream(body)
+    streamed = events[-1]["response"]
+    assert _types(streamed) == _types(whole) and _text(streamed) == _text(whole)
+    kinds = [e["type"] for e in events]
+    assert kinds.count("response.completed") == 1
+    assert kinds.index("response.function_call_arguments.done") < kinds.index("response.output_text.delta")
+    assert streamed["usage"] == whole["usage"]
+    stored = api.get(f"/v1/responses/{streamed['id']}")
+    assert _types(stored) == _types(whole)
+
+
+def test_server_and_client_tools_in_one_turn(api: Api) -> None:
+    first = api.create({"model": "sim-par", "input": "compute 4", "tools": [ENABLE_CALCULATOR, WEATHER]})
+    assert _types(first) == ["function_call", "function_call", "function_call_output"]
+    client_call = first["output"][1]
+    assert client_call["name"] == "get_weather"
+    second = api.create({"model": "sim", "previous_response_id": first["id"], "tools": [ENABLE_CALCULATOR, WEATHER],
+                         "input": [{"type": "function_call_output", "call_id": client_call["call_id"],
+                                    "output": "sunny"}]})
+    assert _text(second) == "Tool said: 4; sunny"
+
+
+def test_max_tool_calls_reached_is_incomplete(api: Api) -> None:
+    reply = api.create({"model": "sim-par", "input": "compute 2", "max_tool_calls": 1,
+                        "tools": [ENABLE_CALCULATOR, {"type": "function", "name": "slow"}]})
+    assert reply["status"] == "incomplete"
+    assert reply["incomplete_details"] == {"reason": "max_tool_calls"}
+
+
+def test_tool_error_and_timeout_go_back_to_the_model(api: Api) -> None:
+    failed = api.create({"model": "sim", "input": "compute banana", "tools": [ENABLE_CALCULATOR]})
+    assert failed["output"][1]["output"].startswith("Error:")
+    assert _text(failed).startswith("Tool said: Error:")
+    slow = api.create({"model": "sim", "input": "wait", "tools": [{"type": "function", "name": "slow"}]})
+    assert slow["output"][1]["output"].startswith("Error:") and "did not finish" in slow["output"][1]["output"]
+
+
+def test_team_without_the_tool_gets_the_call_back(api_b: Api) -> None:
+    reply = api_b.create({"model": "sim", "input": "compute 9", "tools": [ENABLE_CALCULATOR]})
+    assert _types(reply) == ["function_call"], "not allowed to team-b: returned like any client tool"
+
+
+def test_openai_sdk_streams_the_loop(running: RunningGateway) -> None:
+    with OpenAI(base_url=running.base_url + "/v1", api_key=TEAM_A_KEY, max_retries=0) as client, \
+            client.responses.stream(model="sim", input="compute 7",
+                                    tools=[ENABLE_CALCULATOR]) as stream:  # type: ignore[list-item]
+        final = stream.get_final_response()
+    assert [item.type for item in final.output] == ["function_call", "function_call_output", "message"]
+    assert final.output_text == "Tool said: 7"
+    assert json.loads(final.output[0].arguments) == {"expression": "7"}  # type: ignore[union-attr]
