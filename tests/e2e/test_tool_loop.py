@@ -16,6 +16,8 @@ CALCULATOR = {"name": "calculator", "description": "Evaluate arithmetic.", "kind
               "target": "tools.builtin.calculator:evaluate",
               "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
                              "required": ["expression"], "additionalProperties": False}}
+CLOCK = {"name": "clock", "description": "The time.", "kind": "python", "target": "tools.builtin.clock:now",
+         "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]}}
 SLOW = {"name": "slow", "description": "Takes too long.", "kind": "command", "timeout_s": 0.5,
         "target": ["/bin/sleep", "30"],
         "parameters": {"type": "object", "properties": {"what": {"type": "string"}}, "required": ["what"]}}
@@ -31,8 +33,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
                  "sim-par": {"dialect": "openai_responses", "base_url": "embedded", "headers": {"x-sim-parallel": "2"}}}
     models = {name: {"deployments": [{"provider": name, "model": "sim-1"}]} for name in providers}
     settings = gateway_settings(f"sqlite:///{tmp_path_factory.mktemp('store') / 's.db'}", providers=providers,
-                                models=models, tools=[CALCULATOR, SLOW])
-    settings.teams["team-a"].tools = ["calculator", "slow"]
+                                models=models, tools=[CALCULATOR, CLOCK, SLOW])
+    settings.teams["team-a"].tools = ["calculator", "clock", "slow"]
     with serve(settings) as gateway:
         yield gateway
 
@@ -109,3 +111,13 @@ def test_openai_sdk_streams_the_loop(running: RunningGateway) -> None:
     assert [item.type for item in final.output] == ["function_call", "function_call_output", "message"]
     assert final.output_text == "Tool said: 7"
     assert json.loads(final.output[0].arguments) == {"expression": "7"}  # type: ignore[union-attr]
+
+
+def test_parallel_server_calls(api: Api) -> None:
+    reply = api.create({"model": "sim-par", "input": "compute UTC",
+                        "tools": [ENABLE_CALCULATOR, {"type": "function", "name": "clock"}]})
+    assert _types(reply) == ["function_call", "function_call", "function_call_output", "function_call_output",
+                             "message"]
+    calls, outputs = reply["output"][:2], reply["output"][2:4]
+    assert [o["call_id"] for o in outputs] == [c["call_id"] for c in calls]
+    assert outputs[0]["output"].startswith("Error:") and "UTC" in outputs[1]["output"]
