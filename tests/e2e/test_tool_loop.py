@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +21,9 @@ CALCULATOR = {"name": "calculator", "description": "Evaluate arithmetic.", "kind
                              "required": ["expression"], "additionalProperties": False}}
 CLOCK = {"name": "clock", "description": "The time.", "kind": "python", "target": "tools.builtin.clock:now",
          "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]}}
+LINGER = {"name": "linger", "description": "Runs for a while.", "kind": "command", "timeout_s": 30,
+          "target": ["/bin/sleep", "8.25"],
+          "parameters": {"type": "object", "properties": {"what": {"type": "string"}}, "required": ["what"]}}
 SLOW = {"name": "slow", "description": "Takes too long.", "kind": "command", "timeout_s": 0.5,
         "target": ["/bin/sleep", "30"],
         "parameters": {"type": "object", "properties": {"what": {"type": "string"}}, "required": ["what"]}}
@@ -33,8 +39,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
                  "sim-par": {"dialect": "openai_responses", "base_url": "embedded", "headers": {"x-sim-parallel": "2"}}}
     models = {name: {"deployments": [{"provider": name, "model": "sim-1"}]} for name in providers}
     settings = gateway_settings(f"sqlite:///{tmp_path_factory.mktemp('store') / 's.db'}", providers=providers,
-                                models=models, tools=[CALCULATOR, CLOCK, SLOW])
-    settings.teams["team-a"].tools = ["calculator", "clock", "slow"]
+                                models=models, tools=[CALCULATOR, CLOCK, SLOW, LINGER])
+    settings.teams["team-a"].tools = ["calculator", "clock", "slow", "linger"]
     with serve(settings) as gateway:
         yield gateway
 
@@ -121,3 +127,34 @@ def test_parallel_server_calls(api: Api) -> None:
     calls, outputs = reply["output"][:2], reply["output"][2:4]
     assert [o["call_id"] for o in outputs] == [c["call_id"] for c in calls]
     assert outputs[0]["output"].startswith("Error:") and "UTC" in outputs[1]["output"]
+
+
+def _lingering() -> int:
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    return sum(1 for line in listing.splitlines() if line.strip() == "/bin/sleep 8.25")
+
+
+def _wait_for(condition: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_client_disconnect_stops_the_running_sandbox(running: RunningGateway) -> None:
+    body = json.dumps({"model": "sim", "input": "go", "stream": True,
+                       "tools": [{"type": "function", "name": "linger"}]}).encode()
+    request = (f"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TEAM_A_KEY}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    # A raw socket: the client stays connected without reading, then goes away mid-tool.
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as conn:
+        conn.sendall(request)
+        received = b""
+        while b"response.function_call_arguments.done" not in received:
+            received += conn.recv(65536)
+        assert _wait_for(lambda: _lingering() == 1, 5), "the tool runs while the client is connected"
+    started = time.monotonic()
+    assert _wait_for(lambda: _lingering() == 0, 5), "the sandbox outlived the client"
+    assert time.monotonic() - started < 5
