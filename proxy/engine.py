@@ -268,8 +268,11 @@ class Engine:
                 server = [call for call in calls if call.name in turn.server_tools]
                 if not server or builder.incomplete:
                     break
-                if calls_run + len(server) > turn.max_tool_calls or time.monotonic() > deadline:
+                if calls_run + len(server) > turn.max_tool_calls:
                     builder.feed(Finish(reason="max_tool_calls"))
+                    break
+                if time.monotonic() > deadline:
+                    builder.feed(Finish(reason="deadline"))
                     break
                 yield builder.next_turn()
                 outputs = await run_calls(server, turn.server_tools, config=self.tool_loop, deadline=deadline,
@@ -279,6 +282,9 @@ class Engine:
                     yield builder.add_item(output)
                 if len(server) < len(calls):
                     break  # the client runs its own calls and continues with previous_response_id
+                if time.monotonic() > deadline:
+                    builder.feed(Finish(reason="deadline"))
+                    break
                 turn.conversation = [*turn.conversation, *produced, *outputs]
                 opened.upstream, opened.first, opened.deployment = await self._connect(turn, opened.stream)
             terminal = builder.complete()

@@ -24,7 +24,7 @@ from proxy.schema.response import IncompleteDetails, ResponseError, ResponseReso
 
 Event = ev.StreamEvent | ev.PassthroughEvent
 
-_INCOMPLETE_REASONS = {"max_output_tokens", "content_filter", "max_tool_calls"}
+_INCOMPLETE_REASONS = {"max_output_tokens", "content_filter", "max_tool_calls", "deadline"}
 
 
 @dataclass(slots=True)

@@ -118,7 +118,7 @@ class ResponseInfo(_Delta, tag="info"):
     service_tier: str | UnsetType = UNSET
 
 
-FinishReason = Literal["stop", "tool_calls", "max_output_tokens", "content_filter", "max_tool_calls"]
+FinishReason = Literal["stop", "tool_calls", "max_output_tokens", "content_filter", "max_tool_calls", "deadline"]
 
 
 class Finish(_Delta, tag="finish"):

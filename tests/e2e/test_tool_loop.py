@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from openai import OpenAI
 
@@ -158,3 +159,21 @@ def test_client_disconnect_stops_the_running_sandbox(running: RunningGateway) ->
     started = time.monotonic()
     assert _wait_for(lambda: _lingering() == 0, 5), "the sandbox outlived the client"
     assert time.monotonic() - started < 5
+
+
+def test_loop_deadline_stops_tools_and_the_loop(tmp_path: Any) -> None:
+    providers = {"sim": {"dialect": "openai_responses", "base_url": "embedded"}}
+    settings = gateway_settings(f"sqlite:///{tmp_path / 's.db'}", providers=providers,
+                                models={"sim": {"deployments": [{"provider": "sim", "model": "sim-1"}]}},
+                                tools=[{**SLOW, "timeout_s": 20}], tool_loop={"deadline_s": 1.0})
+    settings.teams["team-a"].tools = ["slow"]
+    with serve(settings) as gateway, httpx.Client(base_url=gateway.base_url, timeout=30,
+                                                  headers={"Authorization": f"Bearer {TEAM_A_KEY}"}) as client:
+        started = time.monotonic()
+        reply = client.post("/v1/responses", json={"model": "sim", "input": "wait",
+                                                   "tools": [{"type": "function", "name": "slow"}]}).json()
+        elapsed = time.monotonic() - started
+    assert elapsed < 10, "the tool was stopped at the loop deadline, not at its own timeout"
+    assert reply["status"] == "incomplete" and reply["incomplete_details"] == {"reason": "deadline"}
+    assert _types(reply) == ["function_call", "function_call_output"]
+    assert "did not finish" in reply["output"][1]["output"]
