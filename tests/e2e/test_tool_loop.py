@@ -46,6 +46,14 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
         yield gateway
 
 
+def _run(api: Api, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+    """The final resource, from a JSON reply or from a validated stream's terminal event."""
+    return api.stream(body)[-1]["response"] if stream else api.create(body)
+
+
+modes = pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+
+
 def _types(resource: dict[str, Any]) -> list[str]:
     return [item["type"] for item in resource["output"]]
 
@@ -79,8 +87,9 @@ def test_registered_tool_runs_between_turns(api: Api, model: str, upstream_log: 
     assert _types(stored) == _types(whole)
 
 
-def test_server_and_client_tools_in_one_turn(api: Api) -> None:
-    first = api.create({"model": "sim-par", "input": "compute 4", "tools": [ENABLE_CALCULATOR, WEATHER]})
+@modes
+def test_server_and_client_tools_in_one_turn(api: Api, stream: bool) -> None:
+    first = _run(api, {"model": "sim-par", "input": "compute 4", "tools": [ENABLE_CALCULATOR, WEATHER]}, stream)
     assert _types(first) == ["function_call", "function_call", "function_call_output"]
     client_call = first["output"][1]
     assert client_call["name"] == "get_weather"
@@ -90,23 +99,26 @@ def test_server_and_client_tools_in_one_turn(api: Api) -> None:
     assert _text(second) == "Tool said: 4; sunny"
 
 
-def test_max_tool_calls_reached_is_incomplete(api: Api) -> None:
-    reply = api.create({"model": "sim-par", "input": "compute 2", "max_tool_calls": 1,
-                        "tools": [ENABLE_CALCULATOR, {"type": "function", "name": "slow"}]})
+@modes
+def test_max_tool_calls_reached_is_incomplete(api: Api, stream: bool) -> None:
+    reply = _run(api, {"model": "sim-par", "input": "compute 2", "max_tool_calls": 1,
+                       "tools": [ENABLE_CALCULATOR, {"type": "function", "name": "slow"}]}, stream)
     assert reply["status"] == "incomplete"
     assert reply["incomplete_details"] == {"reason": "max_tool_calls"}
 
 
-def test_tool_error_and_timeout_go_back_to_the_model(api: Api) -> None:
-    failed = api.create({"model": "sim", "input": "compute banana", "tools": [ENABLE_CALCULATOR]})
+@modes
+def test_tool_error_and_timeout_go_back_to_the_model(api: Api, stream: bool) -> None:
+    failed = _run(api, {"model": "sim", "input": "compute banana", "tools": [ENABLE_CALCULATOR]}, stream)
     assert failed["output"][1]["output"].startswith("Error:")
     assert _text(failed).startswith("Tool said: Error:")
-    slow = api.create({"model": "sim", "input": "wait", "tools": [{"type": "function", "name": "slow"}]})
+    slow = _run(api, {"model": "sim", "input": "wait", "tools": [{"type": "function", "name": "slow"}]}, stream)
     assert slow["output"][1]["output"].startswith("Error:") and "did not finish" in slow["output"][1]["output"]
 
 
-def test_team_without_the_tool_gets_the_call_back(api_b: Api) -> None:
-    reply = api_b.create({"model": "sim", "input": "compute 9", "tools": [ENABLE_CALCULATOR]})
+@modes
+def test_team_without_the_tool_gets_the_call_back(api_b: Api, stream: bool) -> None:
+    reply = _run(api_b, {"model": "sim", "input": "compute 9", "tools": [ENABLE_CALCULATOR]}, stream)
     assert _types(reply) == ["function_call"], "not allowed to team-b: returned like any client tool"
 
 
@@ -120,9 +132,10 @@ def test_openai_sdk_streams_the_loop(running: RunningGateway) -> None:
     assert json.loads(final.output[0].arguments) == {"expression": "7"}  # type: ignore[union-attr]
 
 
-def test_parallel_server_calls(api: Api) -> None:
-    reply = api.create({"model": "sim-par", "input": "compute UTC",
-                        "tools": [ENABLE_CALCULATOR, {"type": "function", "name": "clock"}]})
+@modes
+def test_parallel_server_calls(api: Api, stream: bool) -> None:
+    reply = _run(api, {"model": "sim-par", "input": "compute UTC",
+                       "tools": [ENABLE_CALCULATOR, {"type": "function", "name": "clock"}]}, stream)
     assert _types(reply) == ["function_call", "function_call", "function_call_output", "function_call_output",
                              "message"]
     calls, outputs = reply["output"][:2], reply["output"][2:4]
