@@ -1,0 +1,340 @@
+"""Results out: ``results.json`` (everything), ``results.md`` (the tables) and one PNG per
+swept profile and mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.bench.plot import latency_chart
+
+NA = "n/a"
+MODE_TITLES = {"json": "Non-streaming /v1/responses", "stream": "Streaming /v1/responses (SSE)",
+               "stream_long": "Streaming /v1/responses (SSE), long replies"}
+PROFILE_TITLES = {"none": "no upstream latency", "60ms": "60 ms upstream latency"}
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return NA
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def write(results: dict[str, Any], out: Path) -> list[Path]:
+    """Write the JSON, the markdown and the plots into ``out``; the files written."""
+    written = [out / "results.json"]
+    (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    written += _plots(results, out)
+    (out / "results.md").write_text(markdown(results, out) + "\n")
+    written.append(out / "results.md")
+    return written
+
+
+def _plots(results: dict[str, Any], out: Path) -> list[Path]:
+    written = []
+    for profile, data in results.get("profiles", {}).items():
+        for mode, cell in data.get("modes", {}).items():
+            fixed = cell.get("fixed") or {}
+            if max((len(runs) for runs in fixed.values()), default=0) < 2:
+                continue
+            series = {}
+            for key, runs in fixed.items():
+                series[data.get("targets", {}).get(key, key)] = [
+                    (r["offered_rate"], r["service_ms"].get("p50", 0), r["service_ms"].get("p99", 0))
+                    for r in runs if r.get("service_ms")]
+            path = out / f"latency-{profile}-{mode}.png"
+            latency_chart(path, f"{MODE_TITLES[mode]}, {PROFILE_TITLES[profile]}", series)
+            written.append(path)
+    return written
+
+
+def _cell(results: dict[str, Any], profile: str, mode: str) -> dict[str, Any]:
+    return results.get("profiles", {}).get(profile, {}).get("modes", {}).get(mode, {})
+
+
+def _rate(cell: dict[str, Any], key: str) -> float | None:
+    sat = cell.get("saturation", {}).get(key)
+    return sat["rate"] if sat else None
+
+
+def targets_table(results: dict[str, Any]) -> list[str]:
+    """The issue's targets against this run's figures."""
+    rows = []
+    json_cell = _cell(results, "none", "json")
+    stream_cell = _cell(results, "none", "stream")
+    gw, pt = _rate(json_cell, "gateway"), _rate(json_cell, "passthrough")
+    if gw and pt:
+        share = gw / pt
+        rows.append(["1 worker vs minimal pass-through (JSON)", ">= 60% (stretch 80%)",
+                     f"{share:.0%} ({gw:,.0f} vs {pt:,.0f} req/s)", _yes(share >= 0.6)])
+        gw_cpu, pt_cpu = _own_cpu(json_cell, "gateway"), _own_cpu(json_cell, "passthrough")
+        if gw_cpu and pt_cpu:
+            rows.append(["the same by CPU per request (insensitive to other load)", ">= 60% (stretch 80%)",
+                         f"{pt_cpu / gw_cpu:.0%} ({gw_cpu:.3f} vs {pt_cpu:.3f} ms)", _yes(pt_cpu / gw_cpu >= 0.6)])
+    lite = json_cell.get("litellm", {}).get("saturation", {})
+    if gw and lite.get("litellm"):
+        ratio = gw / lite["litellm"]["rate"]
+        rows.append(["vs LiteLLM proxy (JSON)", ">= 30x",
+                     f"{ratio:.1f}x ({gw:,.0f} vs {lite['litellm']['rate']:,.0f} req/s)", _yes(ratio >= 30)])
+    else:
+        rows.append(["vs LiteLLM proxy (JSON)", ">= 30x", "not measured (run with --with-litellm)", NA])
+    added = json_cell.get("added_at_half", {}).get("gateway")
+    if added:
+        rows.append(["added latency p50 at half saturation", "<= 0.5 ms", f"{added['p50_ms']:.2f} ms "
+                     f"at {added['rate']:,.0f} req/s", _yes(added["p50_ms"] <= 0.5)])
+        rows.append(["added latency p99 at half saturation", "<= 3 ms", f"{added['p99_ms']:.2f} ms",
+                     _yes(added["p99_ms"] <= 3)])
+    stream_added = stream_cell.get("added_at_half", {}).get("gateway")
+    if stream_added and "ttfb_p50_ms" in stream_added:
+        rows.append(["streaming added time to first byte p50", "<= 1 ms", f"{stream_added['ttfb_p50_ms']:.2f} ms",
+                     _yes(stream_added["ttfb_p50_ms"] <= 1)])
+    held = results.get("streams")
+    if held:
+        count = held.get("held_within_limit", 0)
+        tried = max((row["target"] for row in held.get("steps", [])), default=0)
+        rows.append([f"open streams in one worker within {held['rss_limit_mb']:g} MB RSS", ">= 2,000",
+                     f"{count:,} held (of {tried:,} tried), {held.get('kb_per_stream', 0):.0f} KB each",
+                     _yes(count >= 2000)])
+    scaling = results.get("scaling", {})
+    if "1" in scaling and "2" in scaling:
+        speedup = scaling["2"]["speedup"]
+        rows.append(["2 workers vs 1", ">= 1.8x", f"{speedup:.2f}x", _yes(speedup >= 1.8)])
+    return _table(["target (issue 6)", "goal", "this run", "met"], rows)
+
+
+def _own_cpu(cell: dict[str, Any], key: str) -> float | None:
+    """CPU ms per request of the target's own process at saturation."""
+    cpu = cell.get("saturation", {}).get(key, {}).get("cpu_ms_per_request") or {}
+    return next(iter(cpu.values()), None)
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def _peak(data: dict[str, Any], key: str) -> str:
+    peak = data.get("peak_rss_mb", {}).get(key)
+    return _num(peak["max_process"], 0) if peak else NA
+
+
+def mode_table(data: dict[str, Any], mode: str, cell: dict[str, Any]) -> list[str]:
+    sat = cell.get("saturation", {})
+    added = cell.get("added_at_half", {})
+    per_event = cell.get("per_event", {})
+    pt = sat.get("passthrough", {}).get("rate")
+    header = ["configuration", "saturation req/s", "vs pass-through", "CPU ms/req", "req/s per core",
+              "peak RSS MB", "added p50 ms", "added p99 ms"]
+    if mode == "stream":
+        header += ["added TTFB p50 ms", "CPU µs/event"]
+    header += ["errors", "other load"]
+    rows = []
+    for key, result in sat.items():
+        server = data.get("targets", {}).get(key, key)
+        cpu = result.get("cpu_ms_per_request", {})
+        # the first entry is the target's own process
+        own = next(iter(cpu.values()), None) if cpu else None
+        row = [server, _num(result["rate"], 0), f"{result['rate'] / pt:.0%}" if pt else NA, _num(own, 3),
+               _num(1000 / own, 0) if own else NA, _peak(data, key)]
+        extra = added.get(key)
+        row += ["(baseline)", "(baseline)"] if key == "direct" else (
+            [_num(extra["p50_ms"], 3), _num(extra["p99_ms"], 3)] if extra else [NA, NA])
+        if mode == "stream":
+            row.append("(baseline)" if key == "direct" else _num(extra.get("ttfb_p50_ms") if extra else None, 3))
+            row.append(_num(per_event.get(key, {}).get("cpu_us_per_event"), 1))
+        row.append(_num(result.get("error_count", 0)))
+        foreign = result.get("foreign_load")
+        row.append(f"{foreign:.0%}" if foreign is not None else NA)
+        rows.append(row)
+    return [*_table(header, rows),
+            "CPU ms/req: the configuration's own processes (the simulator's for the direct row); req/s per core: "
+            "1000 / CPU ms, what one uncontended core would serve; other load: share "
+            "of the system-under-test core used by anything else during the saturation run (other jobs on the "
+            "machine); added: minus the direct row at the same offered rate (half of the gateway's saturation).",
+            ""]
+
+
+def sweep_table(data: dict[str, Any], cell: dict[str, Any]) -> list[str]:
+    fixed = cell.get("fixed", {})
+    if not fixed:
+        return []
+    fractions = sorted({r["fraction"] for runs in fixed.values() for r in runs})
+    first = next(iter(fixed.values()))
+    rates = {r["fraction"]: r["offered_rate"] for r in first}
+    header = ["configuration"] + [f"{rates.get(f, 0):,.0f}/s ({f:g}x)" for f in fractions]
+    rows = []
+    for key, runs in fixed.items():
+        by = {r["fraction"]: r for r in runs}
+        row = [data.get("targets", {}).get(key, key)]
+        for fraction in fractions:
+            run = by.get(fraction)
+            if not run or not run.get("service_ms"):
+                row.append(NA)
+                continue
+            note = ""
+            if run.get("dropped") or run.get("error_count"):
+                note = f" ({run.get('dropped', 0) + run.get('error_count', 0):,} lost)"
+            elif run["generator"]["lag_ms"].get("p99", 0) > 10:
+                note = " (generator late)"
+            if (run.get("foreign_load") or 0) > 0.1:
+                note += f" (other load {run['foreign_load']:.0%})"
+            if run.get("tcp", {}).get("TCPSynRetrans"):
+                note += f" ({run['tcp']['TCPSynRetrans']} SYN retries)"
+            if len(run.get("repeats", [])) > 1:
+                p50s = [r["p50"] for r in run["repeats"]]
+                note += f" (p50 {min(p50s):.2f}-{max(p50s):.2f} over {len(p50s)} runs)"
+            row.append(f"{run['service_ms']['p50']:.2f} / {run['service_ms']['p99']:.2f}{note}")
+        rows.append(row)
+    return ["Latency p50 / p99 (ms, send to last byte) at each offered rate:", "", *_table(header, rows)]
+
+
+def generator_table(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for profile, data in results.get("profiles", {}).items():
+        for mode, cell in data.get("modes", {}).items():
+            runs = [r for rs in cell.get("fixed", {}).values() for r in rs if r.get("fraction") == 0.5]
+            if not runs:
+                continue
+            lag50 = max(r["generator"]["lag_ms"].get("p50", 0) for r in runs)
+            lag99 = max(r["generator"]["lag_ms"].get("p99", 0) for r in runs)
+            cpu = [r["generator"]["cpu_ms_per_request"] for r in runs if r["generator"]["cpu_ms_per_request"]]
+            rows.append([f"{profile} / {mode}", f"{runs[0]['offered_rate']:,.0f}", _num(lag50, 3), _num(lag99, 3),
+                         _num(max(cpu, default=None), 3), _num(sum(r.get("dropped", 0) for r in runs))])
+    if not rows:
+        return []
+    return ["The open-loop generator's own overhead at the half-saturation rate (worst over the configurations):",
+            "", *_table(["profile / mode", "rate req/s", "send lag p50 ms", "send lag p99 ms", "CPU ms/req",
+                         "dropped"], rows)]
+
+
+def profile_section(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for mode, summary in results.get("profile", {}).items():
+        if not summary:
+            continue
+        how = "py-spy --native, 50 Hz" if summary.get("native") else "py-spy --nonblocking, 250 Hz"
+        lines += [f"### Gateway at saturation, {MODE_TITLES[mode].lower()}", "",
+                  f"{summary['samples']:,} samples ({how}); the gateway served "
+                  f"{summary.get('rate_while_profiled', 0):,.0f} req/s while sampled.", ""]
+        lines += ["Self time by component (where the sampled code lives):", "", *_table(
+            ["component", "self %"], [[r["frame"], f"{r['percent']:.1f}"] for r in summary["packages"]])]
+        if summary.get("python_self"):
+            lines += ["Top Python functions (each sample charged to its innermost Python frame, the C it called "
+                      "included, e.g. a garbage collection its allocation triggered):", "", *_table(
+                          ["function", "%"], [[f"`{r['frame']}`", f"{r['percent']:.1f}"]
+                                              for r in summary["python_self"][:20]])]
+        lines += ["Top frames by self time (C frames included):", "", *_table(
+            ["frame", "self %"], [[f"`{r['frame']}`", f"{r['percent']:.1f}"] for r in summary["self"][:15]])]
+        lines += ["Top Python frames by inclusive time (the server's root chain left out):", "", *_table(
+            ["frame", "inclusive %"], [[f"`{r['frame']}`", f"{r['percent']:.1f}"]
+                                       for r in summary["inclusive"][:20]])]
+    return lines
+
+
+def streams_section(results: dict[str, Any]) -> list[str]:
+    held = results.get("streams")
+    if not held:
+        return []
+    rows = [[_num(r["target"]), _num(r["open"]), _num(r["failed"]), _num(r["rss_mb"], 1)] for r in held["steps"]]
+    return [f"One gateway worker, simulator pausing {held['token_delay_ms']:g} ms between events; baseline RSS "
+            f"{held['baseline_rss_mb']:.1f} MB, peak {held.get('peak_rss_mb', 0):.1f} MB; stopped: "
+            f"{held['stop_reason']}. About {held.get('kb_per_stream', 0):.0f} KB per open stream, so "
+            f"{held['rss_limit_mb']:g} MB would hold about {_num(held.get('extrapolated_within_limit'))} "
+            "(extrapolated).", "",
+            *_table(["streams opened", "open at reading", "failed", "worker RSS MB"], rows)]
+
+
+def scaling_section(results: dict[str, Any]) -> list[str]:
+    scaling = results.get("scaling")
+    if not scaling:
+        return []
+    rows = [[w, r.get("cores") or "any", _num(r["connections"]), _num(r["rate"], 0), _num(r.get("speedup")),
+             _num(next(iter(r["cpu_ms_per_request"].values()), None), 3)] for w, r in scaling.items()]
+    return ["Non-streaming, no upstream latency, store false; the simulator and the load generator stay on "
+            "their core, so on a 2-core machine a second worker shares a core with them.", "",
+            *_table(["workers", "cores", "connections", "req/s", "speedup", "CPU ms/req"], rows)]
+
+
+def litellm_section(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    data = results.get("profiles", {}).get("none", {})
+    for mode, cell in data.get("modes", {}).items():
+        lite = cell.get("litellm")
+        if not lite or not lite.get("saturation"):
+            continue
+        rows = []
+        for key, sat in lite["saturation"].items():
+            added = lite.get("added_at_half", {}).get(key, {})
+            own = next(iter(sat.get("cpu_ms_per_request", {}).values()), None)
+            rows.append([data.get("targets", {}).get(key, key), _num(sat["rate"], 0), _num(own, 3),
+                         _num(added.get("p50_ms"), 3) if key != "direct-chat" else "(baseline)",
+                         _num(added.get("p99_ms"), 3) if key != "direct-chat" else "(baseline)",
+                         _num(sat.get("error_count", 0))])
+        rate = next(iter(lite.get("fixed", {}).values()), [{}])[0].get("offered_rate")
+        kind = "Streaming" if mode == "stream" else "Non-streaming"
+        lines += [f"{kind}: LiteLLM's /v1/chat/completions and the gateway's /v1/responses, both calling the "
+                  f"simulator's Chat Completions path; added latency at {_num(rate, 0)} req/s (half of LiteLLM's "
+                  "saturation):", "",
+                  *_table(["configuration", "saturation req/s", "CPU ms/req", "added p50 ms", "added p99 ms",
+                           "errors"], rows)]
+    return lines
+
+
+def markdown(results: dict[str, Any], out: Path | None = None) -> str:
+    meta = results["meta"]
+    host = meta["host"]
+    layout = meta["layout"]
+    layout_text = (f"system under test on core {layout['system_under_test']}, simulator and load generators on "
+                   f"core {layout['simulator_and_load']} (taskset)" if isinstance(layout, dict) else "not pinned")
+    quick = " (--quick: short runs, noisy figures)" if meta["options"]["quick"] else ""
+    lines = [
+        f"# interlock benchmark, {meta['date']}", "",
+        f"Machine: {host['cpus']} CPUs ({host['cpu_model']}), {host['memory_gb']} GB, Linux {host['kernel']}, "
+        f"Python {host['python']}. Commit {meta['commit']}{' with local changes' if meta['dirty'] else ''}. "
+        f"Layout: {layout_text}. Gateway workers: {meta['options']['workers']}.", "",
+        f"Saturation: {meta['generator']['saturation']}, closed loop, one thread, "
+        f"{meta['options']['connections']} connections ({meta['options']['latency_connections']} with upstream "
+        f"latency), {meta['options']['sat_seconds']:g} s after a warm-up. Fixed rates: "
+        f"{meta['generator']['fixed_rate']}, {meta['options']['fixed_seconds']:g} s at half of the gateway's "
+        f"saturation, {meta['options']['sweep_seconds']:g} s at the other points. Whole run: "
+        f"{meta.get('wall_seconds', 0):g} s{quick}.",
+        "",
+        "## Targets", "", *targets_table(results),
+    ]
+    for profile, data in results.get("profiles", {}).items():
+        lines += [f"## {PROFILE_TITLES[profile].capitalize()}", ""]
+        for mode, cell in data.get("modes", {}).items():
+            if not cell.get("saturation"):
+                continue
+            lines += [f"### {MODE_TITLES[mode]}", "", *mode_table(data, mode, cell)]
+            if mode == "stream" and cell.get("per_event"):
+                events = next(iter(cell["per_event"].values()))
+                lines += [f"Events per stream: {events['events_short']} (short reply), {events['events_long']} "
+                          "(long reply, used for the per-event cost).", ""]
+            lines += sweep_table(data, cell)
+            if out is not None and (out / f"latency-{profile}-{mode}.png").exists():
+                lines += [f"![latency against offered load](latency-{profile}-{mode}.png)", ""]
+    if results.get("streams"):
+        lines += ["## Concurrent open streams", "", *streams_section(results)]
+    if results.get("scaling"):
+        lines += ["## Worker scaling", "", *scaling_section(results)]
+    lite = litellm_section(results)
+    if lite:
+        lines += ["## LiteLLM proxy", "", *lite]
+    prof = profile_section(results)
+    if prof:
+        lines += ["## Where the gateway spends its CPU (py-spy)", "", *prof]
+    lines += ["## Load generator", "", *generator_table(results)]
+    if results.get("skipped"):
+        lines += ["## Skipped", "", *[f"- {s['what']}: {s['why'].splitlines()[0]}" for s in results["skipped"]], ""]
+    return "\n".join(lines).rstrip()

@@ -1,0 +1,164 @@
+"""The systems under test: how each is started, where it listens and what it is sent.
+
+* ``direct``: the simulator itself (what any proxy adds is measured against it);
+* ``passthrough``: ``tests.bench.passthrough``, the smallest correct Litestar + aiohttp proxy;
+* ``gateway``: ``interlock serve`` with ``store: false`` requests; ``gateway-sqlite`` and
+  ``gateway-redis`` the same with ``store: true`` on each store backend;
+* ``litellm``: LiteLLM's proxy on the simulator's Chat Completions path (``tests.bench.litellm``),
+  compared with ``direct-chat`` (the simulator's Chat Completions path) and ``gateway-chat``
+  (the gateway translating Responses to Chat Completions upstream).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tests.bench.procs import Proc, Processes, free_port, wait_http, wait_tcp
+
+SHORT_INPUT = "Hello there, how are you today?"
+# 100 one-letter words: the simulator echoes up to 200 characters, one streamed delta per word,
+# so a streamed reply to this carries about 100 more events than one to SHORT_INPUT.
+LONG_INPUT = " ".join("abcdefghij"[i % 10] for i in range(100))
+REPO = Path(__file__).resolve().parents[2]
+
+# How each target is started and asked; ``gateway-chat`` and ``direct-chat`` share the process
+# of ``gateway`` and ``direct``.
+DIALECT_PATH = {"responses": "/v1/responses", "chat": "/v1/chat/completions"}
+
+
+@dataclass
+class Target:
+    """One configuration under load: a URL, its headers and bodies, and the process whose CPU and
+    memory are charged to it."""
+
+    key: str
+    label: str
+    url: str
+    server: Proc
+    headers: dict[str, str] = field(default_factory=dict)
+    bodies: dict[str, bytes] = field(default_factory=dict)
+    """``json``, ``stream`` and ``stream_long`` request bodies."""
+    note: str = ""
+
+    def body(self, mode: str) -> bytes:
+        return self.bodies[mode]
+
+
+def responses_bodies(model: str, *, store: bool) -> dict[str, bytes]:
+    def body(text: str, stream: bool) -> bytes:
+        data: dict[str, object] = {"model": model, "input": text, "store": store}
+        if stream:
+            data["stream"] = True
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    return {"json": body(SHORT_INPUT, False), "stream": body(SHORT_INPUT, True),
+            "stream_long": body(LONG_INPUT, True)}
+
+
+def chat_bodies(model: str) -> dict[str, bytes]:
+    def body(text: str, stream: bool) -> bytes:
+        data: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": text}]}
+        if stream:
+            data["stream"] = True
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    return {"json": body(SHORT_INPUT, False), "stream": body(SHORT_INPUT, True),
+            "stream_long": body(LONG_INPUT, True)}
+
+
+def python() -> str:
+    """The project's interpreter (this one: the harness runs under ``uv run``)."""
+    return sys.executable
+
+
+def start_simulator(procs: Processes, name: str, *, cores: str | None, latency_ms: float = 0.0,
+                    token_delay_ms: float = 0.0) -> tuple[Proc, str]:
+    """``interlock simulate`` on a free loopback port; the process and its base URL (no ``/v1``)."""
+    port = free_port()
+    argv = [python(), "-m", "proxy.cli", "simulate", "--host", "127.0.0.1", "--port", str(port)]
+    if latency_ms:
+        argv += ["--latency-ms", f"{latency_ms:g}"]
+    if token_delay_ms:
+        argv += ["--token-delay-ms", f"{token_delay_ms:g}"]
+    proc = procs.start(name, argv, cores=cores, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(proc, base + "/v1/models")
+    return proc, base
+
+
+def start_passthrough(procs: Processes, upstream: str, *, cores: str | None) -> tuple[Proc, str]:
+    port = free_port()
+    argv = [python(), "-m", "uvicorn", "tests.bench.passthrough:app", "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", "--log-level", "warning"]
+    proc = procs.start("passthrough", argv, cores=cores, cwd=REPO,
+                       env={"PASSTHROUGH_UPSTREAM": upstream + "/v1/responses"})
+    wait_tcp(proc, port)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_redis(procs: Processes, redis_server: str, *, cores: str | None) -> tuple[Proc, str]:
+    """A throwaway Redis on a free loopback port, nothing saved to disk."""
+    port = free_port()
+    argv = [redis_server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+            "--protected-mode", "yes"]
+    proc = procs.start("redis", argv, cores=cores)
+    wait_tcp(proc, port)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+@dataclass
+class BenchKey:
+    """The team key the load generators send, and its digest for the gateway config."""
+
+    key: str
+    sha256: str
+
+    @classmethod
+    def new(cls) -> BenchKey:
+        key = "sk-bench-" + secrets.token_hex(16)
+        # The same command an operator runs (`interlock hash-key`).
+        digest = subprocess.run([python(), "-m", "proxy.cli", "hash-key", key], check=True, capture_output=True,
+                                text=True, cwd=REPO, timeout=60).stdout.strip()
+        return cls(key=key, sha256=digest)
+
+
+def gateway_config(path: Path, *, port: int, workers: int, upstream: str, store: str, key: BenchKey) -> Path:
+    """Write a gateway YAML: the simulator as an ``openai_responses`` and an ``openai_chat``
+    provider, one team with the bench key, the given store."""
+    config = {
+        "listen": {"host": "127.0.0.1", "port": port, "workers": workers},
+        "store": store,
+        "store_prefix": "interlock-bench:",
+        "simulator": {"embedded": False},
+        "providers": {
+            "sim": {"dialect": "openai_responses", "base_url": upstream + "/v1"},
+            "simchat": {"dialect": "openai_chat", "base_url": upstream + "/v1"},
+        },
+        "models": {
+            "sim": {"deployments": [{"provider": "sim", "model": "sim-1"}]},
+            "sim-chat": {"deployments": [{"provider": "simchat", "model": "sim-1"}]},
+        },
+        "teams": {"bench": {"keys": [{"sha256": key.sha256, "name": "bench"}]}},
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def start_gateway(procs: Processes, name: str, *, work: Path, upstream: str, store: str, key: BenchKey,
+                  workers: int, cores: str | None) -> tuple[Proc, str]:
+    port = free_port()
+    config = gateway_config(work / f"{name}.yaml", port=port, workers=workers, upstream=upstream, store=store,
+                            key=key)
+    argv = [python(), "-m", "proxy.cli", "serve", "--config", str(config), "--workers", str(workers),
+            "--log-level", "warning"]
+    proc = procs.start(name, argv, cores=cores, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(proc, base + "/healthz")
+    return proc, base
