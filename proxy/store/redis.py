@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from proxy.schema.codec import decode_item, decode_items, decode_resource, encode
@@ -25,6 +25,8 @@ from proxy.schema.response import ResponseResource
 from proxy.store.base import EncodedItem, Order, StoredResponse, encode_items
 
 THIRTY_DAYS = 30 * 24 * 3600
+_MAX_CONNECTIONS = 64
+_POOL_TIMEOUT_S = 10.0
 
 # KEYS: the response hash, its item-id set. ARGV: the response id, the team's item key prefix.
 # It runs in Redis so that checking an index entry's owner and deleting it cannot race a save.
@@ -56,7 +58,10 @@ class RedisStore:
         # Connections open on first use; /readyz reports an unreachable server through ping.
         # Replies stay bytes (decode_responses is off), hence the casts where redis-py's types
         # also allow str.
-        self._client = Redis.from_url(self._url)
+        # A blocking pool: past max_connections a request waits for a free connection instead of
+        # failing with "Too many connections" under load.
+        pool = BlockingConnectionPool.from_url(self._url, max_connections=_MAX_CONNECTIONS, timeout=_POOL_TIMEOUT_S)
+        self._client = Redis.from_pool(pool)  # the client owns the pool and closes it
 
     async def close(self) -> None:
         if self._client is not None:

@@ -244,12 +244,13 @@ async def test_list_input_items_of_an_absent_response_is_none(store: ResponseSto
 
 
 async def test_concurrent_saves_are_all_readable(store: ResponseStore) -> None:
+    # More at once than the Redis pool's connections: the pool must wait, not fail.
     saved = {
         f"resp_{n}": (
             make_response(f"resp_{n}", [assistant_message(f"out_{n}", f"answer {n}")]),
             user_message(f"in_{n}"),
         )
-        for n in range(50)
+        for n in range(1000)
     }
 
     await asyncio.gather(*(store.save("team-a", response, [item]) for response, item in saved.values()))
