@@ -11,7 +11,7 @@ import aiohttp
 from policies.catalogue import EMBEDDED_SIMULATOR, Catalogue
 from providers.http import new_session
 from providers.registry import load_providers
-from proxy.auth import KeyRing
+from proxy.auth import KeyRing, Principal
 from proxy.engine import Engine
 from proxy.sealing import Sealer
 from proxy.settings import Settings
@@ -65,6 +65,10 @@ class Gateway:
                         team_tools={team: config.tools for team, config in settings.teams.items()}, session=session)
         return cls(settings=settings, keyring=KeyRing(settings), catalogue=catalogue, store=store,
                    session=session, engine=engine, simulator_url=simulator_url, _closers=closers)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The caller of a request, from its ``Authorization`` header; raises the 401."""
+        return self.keyring.authenticate(authorization)
 
     async def close(self) -> None:
         await self.engine.close()

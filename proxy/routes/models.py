@@ -15,7 +15,7 @@ from proxy.schema.response import ModelList
 @get("/v1/models")
 async def list_models(request: Request) -> Response[bytes]:
     gateway = cast(Gateway, request.app.state.gateway)
-    gateway.keyring.authenticate(request.headers.get("authorization"))
+    gateway.authenticate(request.headers.get("authorization"))
     return Response(encode(ModelList(data=gateway.catalogue.listed())), media_type="application/json")
 
 
@@ -23,7 +23,7 @@ async def list_models(request: Request) -> Response[bytes]:
 async def retrieve_model(request: Request) -> Response[bytes]:
     model_id = request.path_params["model_id"]
     gateway = cast(Gateway, request.app.state.gateway)
-    gateway.keyring.authenticate(request.headers.get("authorization"))
+    gateway.authenticate(request.headers.get("authorization"))
     alias = model_id.lstrip("/")
     for model in gateway.catalogue.listed():
         if model.id == alias:

@@ -33,7 +33,7 @@ def _not_found(response_id: str) -> NotFound:
 @post("/v1/responses", status_code=200)
 async def create_response(request: Request) -> Response[bytes] | Stream:
     gateway = _gateway(request)
-    principal = gateway.keyring.authenticate(request.headers.get("authorization"))
+    principal = gateway.authenticate(request.headers.get("authorization"))
     content_type = request.headers.get("content-type", JSON)
     if "json" not in content_type:
         raise UnsupportedMediaType(f"Send the body as application/json, not '{content_type}'.")
@@ -60,7 +60,7 @@ async def create_response(request: Request) -> Response[bytes] | Stream:
 async def retrieve_response(request: Request) -> Response[bytes]:
     response_id = request.path_params["response_id"]
     gateway = _gateway(request)
-    principal = gateway.keyring.authenticate(request.headers.get("authorization"))
+    principal = gateway.authenticate(request.headers.get("authorization"))
     if request.query_params.get("stream") in ("true", "1"):
         raise InvalidRequest("Streaming a stored response back is not available on this gateway yet.",
                              param="stream", code="unsupported_parameter")
@@ -74,7 +74,7 @@ async def retrieve_response(request: Request) -> Response[bytes]:
 async def delete_response(request: Request) -> Response[bytes]:
     response_id = request.path_params["response_id"]
     gateway = _gateway(request)
-    principal = gateway.keyring.authenticate(request.headers.get("authorization"))
+    principal = gateway.authenticate(request.headers.get("authorization"))
     if not await gateway.store.delete(principal.team, response_id):
         raise _not_found(response_id)
     return _json(DeletedResponse(id=response_id))
@@ -84,7 +84,7 @@ async def delete_response(request: Request) -> Response[bytes]:
 async def list_input_items(request: Request) -> Response[bytes]:
     response_id = request.path_params["response_id"]
     gateway = _gateway(request)
-    principal = gateway.keyring.authenticate(request.headers.get("authorization"))
+    principal = gateway.authenticate(request.headers.get("authorization"))
     query = request.query_params
     limit_text = query.get("limit", "20")
     try:
