@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -43,12 +43,15 @@ from proxy.schema.response import ResponseResource
 from proxy.schema.upstream import Deployment, UpstreamRequest
 from proxy.sealing import Sealer
 from proxy.settings import RetryConfig
-from proxy.store import ResponseStore
+from proxy.store import ResponseStore, StoredResponse
 from proxy.streaming import Event, ResponseBuilder
 from proxy.tool_loop import ToolLoopConfig, loop_deadline, run_calls, server_tools
 from tools import ToolRegistry, ToolSpec
 
 log = logging.getLogger("interlock.engine")
+
+PreviousLookup = Callable[[str, str], Awaitable[StoredResponse | None]]
+"""``(team, response_id)`` -> the stored response ``previous_response_id`` names, or None."""
 
 _ID_PREFIX: dict[type, str] = {Message: "msg", FunctionCall: "fc", FunctionCallOutput: "fco",
                                Reasoning: "rs", Compaction: "cmp"}
@@ -106,7 +109,15 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
 
     # -- preparation ---------------------------------------------------------------------------
-    async def prepare(self, principal: Principal, request: ResponseRequest) -> Turn:
+    async def prepare(self, principal: Principal, request: ResponseRequest, *, response_id: str | None = None,
+                      lookup_previous: PreviousLookup | None = None, charge_limits: bool = True) -> Turn:
+        """Resolve the request into a ``Turn``.
+
+        ``response_id``: the id to use (a background job resumes the response it queued).
+        ``lookup_previous``: where ``previous_response_id`` is looked up (a WebSocket connection keeps
+        ``store: false`` responses of its own); default the team's store.
+        ``charge_limits``: False when the request's limits were already charged (a background job
+        admitted when it was queued)."""
         body = request.body
         alias = body.model
         if not isinstance(alias, str) or not alias:
@@ -127,7 +138,7 @@ class Engine:
         history_stored: list[Item] = []
         previous_id = body.previous_response_id
         if isinstance(previous_id, str):
-            previous = await self.store.load(principal.team, previous_id)
+            previous = await (lookup_previous or self._stored)(principal.team, previous_id)
             if previous is None:
                 raise NotFound(f"Previous response with id '{previous_id}' not found.",
                                param="previous_response_id", code="previous_response_not_found")
@@ -136,7 +147,7 @@ class Engine:
 
         new_items = await self._resolve_references(principal, request.input, history_stored)
         stored_new = [_stored_form(item) for item in new_items]
-        resource = new_resource(request, response_id=new_id("resp"), model=alias)
+        resource = new_resource(request, response_id=response_id or new_id("resp"), model=alias)
         tools, specs = server_tools(request.tools, self.tools, self.team_tools.get(principal.team, ()))
         limit = self.tool_loop.max_tool_calls
         if isinstance(body.max_tool_calls, int):
@@ -144,6 +155,9 @@ class Engine:
         return Turn(principal=principal, request=request, model=model, resource=resource,
                     conversation=[*history, *new_items], stored_input=[*history_stored, *stored_new],
                     tools=tools, server_tools=specs, max_tool_calls=limit)
+
+    async def _stored(self, team: str, response_id: str) -> StoredResponse | None:
+        return await self.store.load(team, response_id)
 
     async def _resolve_references(self, principal: Principal, items: list[Item], history: list[Item]) -> list[Item]:
         wanted = [item.id for item in items if isinstance(item, ItemReference)]
