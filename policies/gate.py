@@ -18,7 +18,7 @@ from msgspec import UNSET, Struct
 from policies.backend import Reachability, connect, limits_store_url
 from policies.catalogue import CatalogueModel
 from policies.circuit import CircuitBoard
-from policies.limits import Limits, MemoryLimits, Reservation, UsageRecord
+from policies.limits import Limits, MemoryLimits, Reservation, UsageRecord, plan_limits
 from policies.limits_redis import RedisLimits
 from policies.resolve import ResolvedPolicy
 from policies.router import Candidate, CircuitLookup, Route, route
@@ -200,6 +200,18 @@ class Gate:
                           rng=self._rng)
         reservation = await self.limits.admit(policy, decision.model.alias, reserve_tokens=input_tokens or 0)
         return Ticket(principal=principal, decision=decision, reservation=reservation, started=time.monotonic())
+
+    def readmit(self, principal: Principal, request: ResponseRequest, *, input_tokens: int | None = None) -> Ticket:
+        """A ticket for a request whose limits were taken by an earlier ``admit`` (a background
+        job run where it was not queued): routed afresh, nothing taken. ``input_tokens`` must be
+        the estimate ``admit`` reserved, so ``settle`` returns the same reservation."""
+        snapshot = self.policies.current
+        policy = snapshot.policy(principal)
+        decision = decide(snapshot, policy, request, circuits=self.circuits.state, input_tokens=input_tokens,
+                          rng=self._rng)
+        plan = plan_limits(policy, decision.model.alias, reserve_tokens=input_tokens or 0, now=time.time())
+        return Ticket(principal=principal, decision=decision, reservation=Reservation(plan=plan, statuses=()),
+                      started=time.monotonic())
 
     async def report(self, candidate: Candidate, ok: bool) -> None:
         """An attempt's outcome for the circuit: ``ok=False`` for 5xx, timeouts, 429 and

@@ -112,7 +112,9 @@ BUILTIN = Rules(
     regions=["*"],
     service_tier=TierRules(default="default", max="priority", above_max="cap", flex_max_wait_s=60.0),
     limits=LimitRules(key=Quota(), team=Quota(), models={}, fail_mode="open"),
-    tools=["*"],
+    tools=[],
     store=True,
 )
-"""What applies where no layer says otherwise. ``max_tool_calls`` has no built-in ceiling."""
+"""What applies where no layer says otherwise. ``max_tool_calls`` has no built-in ceiling (the
+tool loop's own ``tool_loop.max_tool_calls`` still applies); no server-side tool runs for a team
+unless a layer allows it."""

@@ -108,7 +108,9 @@ def build_snapshot(settings: Settings, *, config_path: Path | None, policies_dir
     policies: dict[tuple[str, str | None], ResolvedPolicy] = {}
     for team in sorted(set(teams) | set(files)):
         path, document = files.get(team, (None, TeamFile()))
-        team_layers = [*global_layers, ("team", rules_of(document))]
+        configured = settings.teams.get(team)
+        listed: list[Layer] = [("team", Rules(tools=configured.tools))] if configured and configured.tools else []
+        team_layers = [*global_layers, *listed, ("team", rules_of(document))]
         team_policy = policies[(team, None)] = resolve(team, None, team_layers)
         team_conflict = tier_conflict(team_policy)
         if team_conflict and not global_conflict:
@@ -308,8 +310,12 @@ class PolicyStore:
 
     def reload_on_sighup(self) -> None:
         """Reload (off the event loop) whenever the process receives SIGHUP. Call from the
-        running loop; Unix only."""
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload_in_thread)
+        running loop. Only the main thread of a process may own signals: elsewhere (a gateway
+        embedded in a test's thread) file changes alone trigger reloads."""
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload_in_thread)
+        except (ValueError, RuntimeError, NotImplementedError) as exc:
+            log.info("no reload on SIGHUP here (%s); file changes still reload", exc)
 
     def _reload_in_thread(self) -> None:
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.reload))

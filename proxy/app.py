@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar
 from litestar.exceptions import HTTPException
@@ -38,10 +39,12 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, *, config_path: Path | None = None) -> Litestar:
+    """``config_path``: where ``settings`` came from, re-read when policies reload."""
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        gateway = await Gateway.start(settings)
+        gateway = await Gateway.start(settings, config_path=config_path)
         app.state.gateway = gateway
         try:
             yield

@@ -18,7 +18,8 @@ def app_from_env() -> Litestar:
     """uvicorn factory: each worker process loads the config named by ``INTERLOCK_CONFIG``."""
     from proxy.app import create_app
 
-    return create_app(load_settings(default_config_path()))
+    path = default_config_path()
+    return create_app(load_settings(path), config_path=path)
 
 
 def _serve(args: argparse.Namespace) -> int:

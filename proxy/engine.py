@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 import msgspec
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from policies.catalogue import Catalogue, CatalogueModel
+from policies.catalogue import CatalogueModel
+from policies.gate import Gate, Ticket
+from policies.router import Candidate
+from policies.tiers import served_tier
 from providers.base import Provider
 from proxy.adaptation import Adapted, adapt
 from proxy.auth import Principal
@@ -39,7 +42,7 @@ from proxy.schema.items import (
     Reasoning,
 )
 from proxy.schema.request import Tool
-from proxy.schema.response import ResponseResource
+from proxy.schema.response import ResponseResource, Usage
 from proxy.schema.upstream import Deployment, UpstreamRequest
 from proxy.sealing import Sealer
 from proxy.settings import RetryConfig
@@ -75,6 +78,20 @@ class Turn:
     """The request's tools the gateway runs itself, by name."""
     max_tool_calls: int
     """Server-side calls allowed for this response."""
+    ticket: Ticket
+    """The policy's admission: ordered candidates, limits to settle."""
+    received: float
+    """``time.perf_counter()`` when the gateway started on the request."""
+    attempts: int = 0
+    """Upstream attempts made so far, retries and fallbacks included."""
+    waited_s: float = 0.0
+    """Time spent waiting on upstreams for a first byte, and in backoff between attempts."""
+    overhead_s: float = 0.0
+    """Time to the first upstream byte the gateway spent itself (decoding, policy, limits,
+    translation): the elapsed time less ``waited_s``."""
+    candidate: Candidate | None = None
+    """The candidate that answered the latest model turn."""
+    settled: bool = False
 
     @property
     def store(self) -> bool:
@@ -87,22 +104,20 @@ class OpenStream:
     builder: ResponseBuilder
     upstream: AsyncGenerator[Delta, None]
     first: Delta
-    deployment: Deployment
     stream: bool
     error: GatewayError | None = None
     """Set when the upstream failed after the first delta."""
 
 
 class Engine:
-    def __init__(self, *, catalogue: Catalogue, store: ResponseStore, providers: Mapping[str, Provider],
+    def __init__(self, *, gate: Gate, store: ResponseStore, providers: Mapping[str, Provider],
                  retry: RetryConfig, sealer: Sealer, tools: ToolRegistry, tool_loop: ToolLoopConfig,
-                 team_tools: Mapping[str, Sequence[str]], session: aiohttp.ClientSession) -> None:
+                 session: aiohttp.ClientSession) -> None:
         self.sealer = sealer
         self.tools = tools
         self.tool_loop = tool_loop
-        self.team_tools = team_tools
         self.session = session
-        self.catalogue = catalogue
+        self.gate = gate
         self.store = store
         self.providers = providers
         self.retry = retry
@@ -110,19 +125,25 @@ class Engine:
 
     # -- preparation ---------------------------------------------------------------------------
     async def prepare(self, principal: Principal, request: ResponseRequest, *, response_id: str | None = None,
-                      lookup_previous: PreviousLookup | None = None, charge_limits: bool = True) -> Turn:
+                      lookup_previous: PreviousLookup | None = None, charge_limits: bool = True,
+                      received: float | None = None) -> Turn:
         """Resolve the request into a ``Turn``.
 
         ``response_id``: the id to use (a background job resumes the response it queued).
         ``lookup_previous``: where ``previous_response_id`` is looked up (a WebSocket connection keeps
         ``store: false`` responses of its own); default the team's store.
         ``charge_limits``: False when the request's limits were already charged (a background job
-        admitted when it was queued)."""
+        admitted when it was queued).
+        ``received``: ``time.perf_counter()`` when the request arrived, for the overhead figure.
+
+        The policy admits the request last, after every lookup that may refuse it, so a refused
+        request takes nothing from the limits."""
+        received = time.perf_counter() if received is None else received
         body = request.body
         alias = body.model
         if not isinstance(alias, str) or not alias:
             raise InvalidRequest("'model' is required.", param="model", code="missing_required_parameter")
-        model = self.catalogue.get(alias)
+        model = self.gate.policies.current.catalogue.get(alias)
         if model is None:
             raise NotFound(f"The model '{alias}' does not exist or you do not have access to it.",
                            param="model", code="model_not_found")
@@ -148,13 +169,20 @@ class Engine:
         new_items = await self._resolve_references(principal, request.input, history_stored)
         stored_new = [_stored_form(item) for item in new_items]
         resource = new_resource(request, response_id=response_id or new_id("resp"), model=alias)
-        tools, specs = server_tools(request.tools, self.tools, self.team_tools.get(principal.team, ()))
+        estimate = request.size // 4  # bytes per token, roughly: a reservation, settled later
+        if charge_limits:
+            ticket = await self.gate.admit(principal, request, input_tokens=estimate)
+        else:
+            ticket = self.gate.readmit(principal, request, input_tokens=estimate)
+        decision = ticket.decision
+        resource.store = decision.store
+        tools, specs = server_tools(request.tools, self.tools, decision.policy.allows_tool)
         limit = self.tool_loop.max_tool_calls
-        if isinstance(body.max_tool_calls, int):
-            limit = min(limit, body.max_tool_calls)
-        return Turn(principal=principal, request=request, model=model, resource=resource,
+        if decision.max_tool_calls is not None:
+            limit = min(limit, decision.max_tool_calls)
+        return Turn(principal=principal, request=request, model=decision.model, resource=resource,
                     conversation=[*history, *new_items], stored_input=[*history_stored, *stored_new],
-                    tools=tools, server_tools=specs, max_tool_calls=limit)
+                    tools=tools, server_tools=specs, max_tool_calls=limit, ticket=ticket, received=received)
 
     async def _stored(self, team: str, response_id: str) -> StoredResponse | None:
         return await self.store.load(team, response_id)
@@ -200,33 +228,43 @@ class Engine:
         return request, adapted
 
     async def open(self, turn: Turn, *, stream: bool) -> OpenStream:
-        """Reach the first delta: retry each deployment, then fall back to the next. Errors that
-        are the caller's (4xx from the upstream) end the search at once."""
-        upstream, first, deployment = await self._connect(turn, stream)
+        """Reach the first delta: retry each candidate, then fall back to the next. Errors that
+        are the caller's (4xx from the upstream) end the search at once. A request no candidate
+        answers is settled here, as nothing else will see it."""
+        try:
+            upstream, first = await self._connect(turn, stream)
+        except BaseException:
+            await asyncio.shield(self._settle(turn))
+            raise
         return OpenStream(turn=turn, builder=ResponseBuilder(turn.resource), upstream=upstream, first=first,
-                          deployment=deployment, stream=stream)
+                          stream=stream)
 
-    async def _connect(self, turn: Turn, stream: bool) -> tuple[AsyncGenerator[Delta, None], Delta, Deployment]:
+    async def _connect(self, turn: Turn, stream: bool) -> tuple[AsyncGenerator[Delta, None], Delta]:
         last_error: GatewayError | None = None
-        for deployment in turn.model.deployments:
+        for candidate in turn.ticket.route.candidates:
+            deployment = candidate.deployment
             provider = self.providers[deployment.dialect]
             request, adapted = self._upstream_request(turn, deployment, stream)
             try:
-                upstream, first = await self._first_delta(provider, request, adapted)
+                upstream, first = await self._first_delta(turn, candidate, provider, request, adapted)
             except GatewayError as exc:
                 if not exc.retryable:
                     raise
-                log.warning("deployment %s failed before the first byte: %s", deployment.name, exc.message)
+                log.warning("deployment %s failed before the first byte: %s", candidate.spec.name, exc.message)
                 last_error = exc
                 continue
-            return upstream, first, deployment
+            if turn.candidate is None:  # the first model turn: what the client waited for
+                turn.overhead_s = max(time.perf_counter() - turn.received - turn.waited_s, 0.0)
+            turn.candidate = candidate
+            return upstream, first
         assert last_error is not None
         raise last_error
 
     async def _first_delta(
-        self, provider: Provider, request: UpstreamRequest, adapted: Adapted
+        self, turn: Turn, candidate: Candidate, provider: Provider, request: UpstreamRequest, adapted: Adapted
     ) -> tuple[AsyncGenerator[Delta, None], Delta]:
         config = self.retry
+        patience = max(config.backoff_max, candidate.max_wait_s)
 
         def wait(state: RetryCallState) -> float:
             backoff = min(config.backoff_base * (2 ** (state.attempt_number - 1)), config.backoff_max)
@@ -237,21 +275,40 @@ class Engine:
         def should_retry(exc: BaseException) -> bool:
             if not isinstance(exc, GatewayError) or not exc.retryable:
                 return False
-            # A long retry-after is better spent on the next deployment.
-            return exc.retry_after is None or exc.retry_after <= config.backoff_max
+            # A long retry-after is better spent on the next deployment, unless the tier waits
+            # for capacity (flex).
+            return exc.retry_after is None or exc.retry_after <= patience
 
         retrying = AsyncRetrying(stop=stop_after_attempt(max(config.attempts, 1)), wait=wait,
                                  retry=retry_if_exception(should_retry), reraise=True)
+        try:
+            return await self._attempts(retrying, turn, candidate, provider, request, adapted)
+        finally:
+            turn.waited_s += retrying.statistics.get("idle_for", 0.0)
+
+    async def _attempts(self, retrying: AsyncRetrying, turn: Turn, candidate: Candidate, provider: Provider,
+                        request: UpstreamRequest, adapted: Adapted) -> tuple[AsyncGenerator[Delta, None], Delta]:
         async for attempt in retrying:
             with attempt:
+                turn.attempts += 1
                 upstream = adapted.replies(provider.run(request))
+                waited = time.perf_counter()
                 try:
                     first = await anext(upstream)
                 except StopAsyncIteration:
+                    await self.gate.report(candidate, False)
                     raise UpstreamError("the upstream ended its reply without content") from None
+                except GatewayError as exc:
+                    await upstream.aclose()
+                    if exc.retryable:  # the caller's own errors say nothing of the deployment's health
+                        await self.gate.report(candidate, False)
+                    raise
                 except BaseException:
                     await upstream.aclose()
                     raise
+                finally:
+                    turn.waited_s += time.perf_counter() - waited
+                await self.gate.report(candidate, True)
                 return upstream, first
         raise AssertionError("unreachable: tenacity reraises")
 
@@ -300,17 +357,36 @@ class Engine:
                     builder.feed(Finish(reason="deadline"))
                     break
                 turn.conversation = [*turn.conversation, *produced, *outputs]
-                opened.upstream, opened.first, opened.deployment = await self._connect(turn, opened.stream)
+                opened.upstream, opened.first = await self._connect(turn, opened.stream)
+            if turn.candidate is not None:
+                builder.served_tier = served_tier(turn.candidate.spec, turn.candidate.tier, builder.served_tier)
             terminal = builder.complete()
         except GatewayError as exc:
             log.log(exc.log_level, "response %s failed mid-stream: %s", turn.resource.id, exc.message)
+            if exc.retryable and turn.candidate is not None:
+                await self.gate.report(turn.candidate, False)
             opened.error = exc
             terminal = builder.fail(exc)
         finally:
             await opened.upstream.aclose()
+            # A client that leaves mid-stream closes this generator: what was used is still counted.
+            await asyncio.shield(self._settle(turn))
         if turn.store:
             await self._save(turn)
         yield terminal
+
+    async def _settle(self, turn: Turn) -> None:
+        """Count the response's tokens and cost against the limits and keep its usage record; once
+        per turn, whatever happened."""
+        if turn.settled:
+            return
+        turn.settled = True
+        reported = turn.resource.service_tier if turn.resource.status == "completed" else None
+        try:
+            await self.gate.settle(turn.ticket, turn.candidate, turn.resource.usage or Usage(),
+                                   reported_tier=reported, response_id=turn.resource.id)
+        except Exception:  # the response is already the client's; a lost record must not fail it
+            log.exception("could not record the usage of response %s", turn.resource.id)
 
     async def _save(self, turn: Turn) -> None:
         resource = turn.resource

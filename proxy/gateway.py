@@ -4,28 +4,38 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from policies.catalogue import EMBEDDED_SIMULATOR, Catalogue
+from policies.gate import Gate
+from policies.teams import PolicyStore
 from providers.http import new_session
 from providers.registry import load_providers
 from proxy.auth import KeyRing, Principal
 from proxy.engine import Engine
+from proxy.errors import AuthenticationFailed, PermissionDenied
 from proxy.sealing import Sealer
-from proxy.settings import Settings
+from proxy.settings import Settings, TeamConfig
 from proxy.store import ResponseStore, open_store
 from tools import ToolRegistry, isolation_report
 
 log = logging.getLogger("interlock")
 
+ADMIN = "admin"
+"""The principal's team for ``admin_keys``: admin endpoints only, never a team's data."""
+
 
 @dataclass(slots=True)
 class Gateway:
     settings: Settings
-    keyring: KeyRing
-    catalogue: Catalogue
+    policies: PolicyStore
+    """Catalogue, keys and team policies in force; replaced whole on reload."""
+    gate: Gate
+    admins: KeyRing
     store: ResponseStore
     session: aiohttp.ClientSession
     engine: Engine
@@ -34,7 +44,9 @@ class Gateway:
     _closers: list[Any] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, settings: Settings) -> Gateway:
+    async def start(cls, settings: Settings, *, config_path: Path | None = None) -> Gateway:
+        """``config_path``: the file ``settings`` came from, re-read on reload (without it only
+        the team policy files are). Raises ``PolicyError`` when a policy file is invalid."""
         closers: list[Any] = []
         simulator_url = None
         wants_simulator = any(p.base_url.startswith(EMBEDDED_SIMULATOR) for p in settings.providers.values())
@@ -51,24 +63,45 @@ class Gateway:
         closers.append(store.close)
         session = new_session()
         closers.append(session.close)
-        catalogue = Catalogue(settings, simulator_url=simulator_url)
-        for alias, reason in catalogue.unavailable().items():
+        try:
+            policies = PolicyStore(settings, config_path=config_path, simulator_url=simulator_url)
+        except BaseException:
+            for closer in reversed(closers):
+                await closer()
+            raise
+        for alias, reason in policies.current.catalogue.unavailable().items():
             log.warning("model %s is not served: %s", alias, reason)
+        gate = Gate.open(policies)
+        gate.start()
+        closers.append(gate.close)
         dialects = {provider.dialect for provider in settings.providers.values()} | {"openai_responses"}
         providers = load_providers(dialects, session)
         registry = ToolRegistry(settings.tools)
         if settings.tools:
             report = isolation_report()
             log.info("tool sandbox: %s", report.mode)
-        engine = Engine(catalogue=catalogue, store=store, providers=providers, retry=settings.retry,
+        engine = Engine(gate=gate, store=store, providers=providers, retry=settings.retry,
                         sealer=Sealer.from_env(settings.seal_key_env), tools=registry, tool_loop=settings.tool_loop,
-                        team_tools={team: config.tools for team, config in settings.teams.items()}, session=session)
-        return cls(settings=settings, keyring=KeyRing(settings), catalogue=catalogue, store=store,
+                        session=session)
+        admins = KeyRing(msgspec.structs.replace(settings, teams={ADMIN: TeamConfig(keys=settings.admin_keys)}))
+        return cls(settings=settings, policies=policies, gate=gate, admins=admins, store=store,
                    session=session, engine=engine, simulator_url=simulator_url, _closers=closers)
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self.policies.current.catalogue
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller of a request, from its ``Authorization`` header; raises the 401."""
-        return self.keyring.authenticate(authorization)
+        return self.policies.current.keyring.authenticate(authorization)
+
+    def authenticate_admin(self, authorization: str | None) -> Principal:
+        """An ``admin_keys`` caller; a team's key gets 403, anything else 401."""
+        try:
+            return self.admins.authenticate(authorization)
+        except AuthenticationFailed:
+            self.authenticate(authorization)  # a team's key: authenticated, but not an admin
+            raise PermissionDenied("This endpoint needs an admin key.", code="admin_key_required") from None
 
     async def close(self) -> None:
         await self.engine.close()

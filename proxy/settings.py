@@ -192,6 +192,9 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     """How long per-request usage records are kept."""
     circuit: CircuitConfig = msgspec.field(default_factory=CircuitConfig)
     """When a deployment is taken out of rotation after failures."""
+    admin_keys: list[KeyConfig] = msgspec.field(default_factory=list)
+    """Keys of the admin endpoints (usage of any team, ``/v1/policy/explain``); they are no
+    team's keys and reach no team's responses."""
 
     def __post_init__(self) -> None:
         for alias, model in self.models.items():

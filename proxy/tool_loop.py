@@ -11,9 +11,8 @@ the client as ``function_call`` items.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aiohttp
 from msgspec import Struct
@@ -33,14 +32,15 @@ class ToolLoopConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """The whole loop, model turns and tools, ends by then; the response is then incomplete."""
 
 
-def server_tools(tools: Sequence[Tool], registry: ToolRegistry, allowed: Sequence[str]) -> tuple[
+def server_tools(tools: Sequence[Tool], registry: ToolRegistry, allowed: Callable[[str], bool]) -> tuple[
         list[Tool], dict[str, ToolSpec]]:
-    """The tools as the model sees them, and the server-side ones among them by name."""
+    """The tools as the model sees them, and the server-side ones among them by name;
+    ``allowed(name)``: whether the caller's policy lets the gateway run that tool."""
     chosen: dict[str, ToolSpec] = {}
     seen: list[Tool] = []
     for tool in tools:
         spec = registry.get(tool.name) if isinstance(tool, FunctionTool) else None
-        if spec is None or not any(fnmatch.fnmatchcase(spec.name, pattern) for pattern in allowed):
+        if spec is None or not allowed(spec.name):
             seen.append(tool)
             continue
         chosen[spec.name] = spec

@@ -22,7 +22,7 @@ KEY = _rules(models=["gpt"], store=False, limits={"key": {"rpm": 5}, "fail_mode"
 
 def test_builtin_defaults_apply_when_nothing_is_said() -> None:
     policy = resolve("t", None, [])
-    assert policy.models == ("*",) and policy.tools == ("*",) and policy.store is True
+    assert policy.models == ("*",) and policy.tools == () and policy.store is True
     assert (policy.default_tier, policy.max_tier, policy.above_max) == ("default", "priority", "cap")
     assert policy.fail_mode == "open" and policy.max_tool_calls is None
     assert policy.key_quota.rpm is None and policy.model_quotas == {}
