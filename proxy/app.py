@@ -14,6 +14,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from proxy.errors import GatewayError
 from proxy.gateway import Gateway
 from proxy.http_errors import handle_gateway_error, handle_http_exception, handle_unexpected
+from proxy.routes.admin import explain_policy, list_usage
 from proxy.routes.health import healthz, readyz
 from proxy.routes.models import list_models, retrieve_model
 from proxy.routes.responses import create_response, delete_response, list_input_items, retrieve_response
@@ -53,7 +54,7 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> Litest
 
     return Litestar(
         route_handlers=[create_response, retrieve_response, delete_response, list_input_items, list_models,
-                        retrieve_model, healthz, readyz],
+                        retrieve_model, healthz, readyz, list_usage, explain_policy],
         lifespan=[lifespan],
         middleware=[request_id_middleware],
         exception_handlers={GatewayError: handle_gateway_error, HTTPException: handle_http_exception,

@@ -1,4 +1,5 @@
-"""``interlock``: serve, check a config, run the simulator, hash an API key."""
+"""``interlock``: serve, check a config and its policies, explain a routing decision, run the
+simulator, hash an API key."""
 
 from __future__ import annotations
 
@@ -41,18 +42,42 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from policies.catalogue import Catalogue
+    """Validate the gateway file and every team policy file, as a reload would."""
+    from policies.explain import SIMULATOR_PLACEHOLDER
+    from policies.teams import PolicyError, PolicyStore
 
     try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        snapshot = PolicyStore.open(args.config, simulator_url=SIMULATOR_PLACEHOLDER).current
+    except PolicyError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
         return 1
-    catalogue = Catalogue(settings, simulator_url="http://embedded-simulator")
-    print(f"{args.config}: ok ({len(settings.models)} models, {len(settings.teams)} teams)")
-    for alias, reason in catalogue.unavailable().items():
+    print(f"{args.config}: ok ({len(snapshot.settings.models)} models, {len(snapshot.teams)} teams)")
+    for alias, reason in snapshot.catalogue.unavailable().items():
         print(f"  note: model '{alias}' is not served now: {reason}")
     return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """Print where a request would go for a team and why, as JSON; exit 1 when it is refused."""
+    import asyncio
+
+    import msgspec
+
+    from policies.explain import explain_files
+    from policies.teams import PolicyError
+
+    try:
+        result = asyncio.run(explain_files(args.config, args.request, team=args.team, key=args.key))
+    except PolicyError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{args.request}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(msgspec.json.format(msgspec.json.encode(result), indent=2).decode())
+    return 1 if result.refused is not None else 0
 
 
 def _hash_key(args: argparse.Namespace) -> int:
@@ -82,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
 
     simulate = sub.add_parser("simulate", help="run the deterministic upstream simulator", add_help=False)
     simulate.set_defaults(handler=None)
+
+    explained = sub.add_parser("explain", help="show where a request would be routed for a team, and why")
+    explained.add_argument("--config", required=True)
+    explained.add_argument("--team", required=True)
+    explained.add_argument("--key", help="a key name of the team, for its key-level rules")
+    explained.add_argument("--request", required=True, help="a POST /v1/responses JSON body")
+    explained.set_defaults(handler=_explain)
 
     hashed = sub.add_parser("hash-key", help="print the SHA-256 to put in a team's keys")
     hashed.add_argument("key", nargs="?", help="the key (read from stdin when omitted)")

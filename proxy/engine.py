@@ -19,7 +19,7 @@ import msgspec
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from policies.catalogue import CatalogueModel
-from policies.gate import Gate, Ticket
+from policies.gate import Gate, Ticket, estimate_tokens
 from policies.router import Candidate
 from policies.tiers import served_tier
 from providers.base import Provider
@@ -169,7 +169,7 @@ class Engine:
         new_items = await self._resolve_references(principal, request.input, history_stored)
         stored_new = [_stored_form(item) for item in new_items]
         resource = new_resource(request, response_id=response_id or new_id("resp"), model=alias)
-        estimate = request.size // 4  # bytes per token, roughly: a reservation, settled later
+        estimate = estimate_tokens(request.size)
         if charge_limits:
             ticket = await self.gate.admit(principal, request, input_tokens=estimate)
         else:

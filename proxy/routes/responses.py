@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Literal, cast
 
@@ -9,6 +10,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.response import Stream
 
 from proxy.decoding import decode_create_request
+from proxy.engine import Turn
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.gateway import Gateway
 from proxy.schema.codec import encode
@@ -32,6 +34,7 @@ def _not_found(response_id: str) -> NotFound:
 
 @post("/v1/responses", status_code=200)
 async def create_response(request: Request) -> Response[bytes] | Stream:
+    received = time.perf_counter()
     gateway = _gateway(request)
     principal = gateway.authenticate(request.headers.get("authorization"))
     content_type = request.headers.get("content-type", JSON)
@@ -39,21 +42,38 @@ async def create_response(request: Request) -> Response[bytes] | Stream:
         raise UnsupportedMediaType(f"Send the body as application/json, not '{content_type}'.")
     parsed = decode_create_request(await request.body())
     engine = gateway.engine
-    turn = await engine.prepare(principal, parsed)
+    turn = await engine.prepare(principal, parsed, received=received)
     # The body's stream flag alone picks SSE: real clients send Accept: application/json anyway.
     streaming = parsed.body.stream is True
     if parsed.body.background is True and not streaming:
         return _json(await engine.start_background(turn))
     opened = await engine.open(turn, stream=streaming)
     if not streaming:
-        return _json(await engine.run(opened))
+        resource = await engine.run(opened)
+        return Response(encode(resource), media_type=JSON, headers=route_headers(turn))
 
     async def frames() -> AsyncIterator[bytes]:
         async for batch in engine.events(opened):
             yield b"".join(sse_frame(event, encode(event)) for event in batch)
         yield SSE_DONE
 
-    return Stream(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return Stream(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **route_headers(turn)})
+
+
+def route_headers(turn: Turn) -> dict[str, str]:
+    """Where the request went and what is left of its limits. ``x-ratelimit-*`` (OpenAI's names)
+    report the tightest requests and tokens limit the request was counted against."""
+    headers = {"x-interlock-attempts": str(turn.attempts),
+               "x-interlock-overhead-ms": f"{turn.overhead_s * 1000:.3f}"}
+    if turn.candidate is not None:
+        headers["x-interlock-deployment"] = turn.candidate.spec.name
+    for unit, suffix in (("requests", " rpm"), ("tokens", " tpm")):
+        statuses = [status for status in turn.ticket.reservation.statuses if status.label.endswith(suffix)]
+        if statuses:
+            tightest = min(statuses, key=lambda status: status.remaining)
+            headers[f"x-ratelimit-limit-{unit}"] = str(int(tightest.limit))
+            headers[f"x-ratelimit-remaining-{unit}"] = str(max(int(tightest.remaining), 0))
+    return headers
 
 
 @get("/v1/responses/{response_id:str}")
