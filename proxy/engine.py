@@ -213,7 +213,9 @@ class Engine:
 
     # -- upstream ------------------------------------------------------------------------------
     def _upstream_request(self, turn: Turn, deployment: Deployment, stream: bool) -> tuple[UpstreamRequest, Adapted]:
-        body = turn.request.body
+        # The tier is the router's decision: ask the upstream for it only where the deployment
+        # serves it natively, never pass on what the client asked.
+        body = msgspec.structs.replace(turn.request.body, service_tier=deployment.native_tier or msgspec.UNSET)
         adapted = adapt(turn.conversation, turn.tools, turn.request.tool_choice,
                         dialect=deployment.dialect, team=turn.principal.team, sealer=self.sealer)
         request = UpstreamRequest(
