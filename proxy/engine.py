@@ -360,8 +360,11 @@ class Engine:
                     break
                 turn.conversation = [*turn.conversation, *produced, *outputs]
                 opened.upstream, opened.first = await self._connect(turn, opened.stream)
-            if turn.candidate is not None:
-                builder.served_tier = served_tier(turn.candidate.spec, turn.candidate.tier, builder.served_tier)
+            candidate = turn.candidate
+            if candidate is not None:
+                # An upstream asked for no tier reports one of its own vocabulary, not ours.
+                reported = builder.served_tier if candidate.deployment.native_tier else None
+                builder.served_tier = served_tier(candidate.spec, candidate.tier, reported)
             terminal = builder.complete()
         except GatewayError as exc:
             log.log(exc.log_level, "response %s failed mid-stream: %s", turn.resource.id, exc.message)

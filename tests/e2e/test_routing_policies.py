@@ -39,14 +39,18 @@ TEAMS: dict[str, dict[str, Any]] = {
 }
 
 
-def _provider(dialect: str = "openai_responses", **headers: str) -> dict[str, Any]:
+def _provider(dialect: str = "openai_responses", first_byte: float = 2, **headers: str) -> dict[str, Any]:
     return {"dialect": dialect, "base_url": "embedded", "headers": headers,
-            "timeouts": {"connect": 1, "first_byte": 2, "idle": 1, "total": 10}}
+            "timeouts": {"connect": 1, "first_byte": first_byte, "idle": 1, "total": 10}}
 
 
 def _settings(url: str, prefix: str, policies: Path) -> Any:
     providers = {"sim": _provider(), "sim-chat": _provider("openai_chat"),
-                 "down": _provider(**{"x-sim-fault": "status:503"})}
+                 "down": _provider(**{"x-sim-fault": "status:503"}),
+                 "limited": _provider(**{"x-sim-fault": "status:429"}),
+                 "busy-once": _provider(**{"x-sim-fault": "status:429", "x-sim-fail-times": "1",
+                                           "x-sim-fault-key": "busy-once"}),
+                 "silent": _provider(first_byte=0.3, **{"x-sim-fault": "stall"})}
     models = {
         "tiered": {"deployments": [
             {"provider": "sim", "model": "prio-1", "tiers": ["default", "priority"],
@@ -62,6 +66,10 @@ def _settings(url: str, prefix: str, policies: Path) -> Any:
         ]},
         "breaker": {"deployments": [{"provider": "down", "model": "broken"}, {"provider": "sim", "model": "whole"}]},
         "priced": {"deployments": [{"provider": "sim", "model": "p", "price": PRICE}]},
+        "limited-then-ok": {"deployments": [{"provider": "limited", "model": "busy"}, {"provider": "sim", "model": "ok"}]},
+        "silent-then-ok": {"deployments": [{"provider": "silent", "model": "mute"}, {"provider": "sim", "model": "ok"}]},
+        "flex-waits": {"deployments": [{"provider": "busy-once", "model": "later", "tiers": ["flex"]},
+                                       {"provider": "sim", "model": "other"}]},
     }
     return gateway_settings(url, store_prefix=prefix, providers=providers, models=models, teams={},
                             policies_dir=str(policies), circuit={"failures": 2, "cooldown_s": 60},
@@ -230,6 +238,30 @@ def test_models_lists_what_the_policy_allows(as_team: Any) -> None:
     assert [model["id"] for model in as_team("narrow").get("/v1/models")["data"]] == ["tiered"]
     as_team("narrow").get("/v1/models/priced", expect=404)
     assert "priced" in {model["id"] for model in as_team("open").get("/v1/models")["data"]}
+
+
+# -- retries and fallback --------------------------------------------------------------------------
+
+def test_a_429_with_a_long_retry_after_falls_back_at_once(as_team: Any, upstream_log: Any) -> None:
+    reply = as_team("open").http.post("/v1/responses", json={"model": "limited-then-ok", "input": "hi"})
+    assert reply.status_code == 200 and reply.headers["x-interlock-attempts"] == "2"
+    assert [model for model, _ in _sent(upstream_log)] == ["busy", "ok"]
+
+
+def test_a_timeout_before_the_first_byte_is_retried_then_falls_back(as_team: Any, upstream_log: Any) -> None:
+    events = as_team("open").stream({"model": "silent-then-ok", "input": "hi"})
+    assert events[-1]["type"] == "response.completed"
+    assert [model for model, _ in _sent(upstream_log)] == ["mute", "mute", "ok"]
+
+
+def test_flex_waits_for_capacity_instead_of_failing_fast(as_team: Any, upstream_log: Any) -> None:
+    started = time.monotonic()
+    reply = as_team("open").http.post("/v1/responses", json={"model": "flex-waits", "input": "hi",
+                                                              "service_tier": "flex"})
+    assert reply.status_code == 200 and reply.headers["x-interlock-attempts"] == "2"
+    assert [model for model, _ in _sent(upstream_log)] == ["later", "later"], "the retry-after was waited out"
+    assert time.monotonic() - started >= 1.0
+    assert reply.json()["service_tier"] == "flex"
 
 
 # -- circuits ------------------------------------------------------------------------------------
