@@ -14,6 +14,7 @@ from proxy.settings import default_config_path, load_settings
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "policies"
 DOCS = ROOT / "docs" / "policies.md"
+README = ROOT / "README.md"
 _FILE_BLOCK = re.compile(r"```yaml\n# file: (\S+)\n(.*?)```", re.DOTALL)
 
 
@@ -40,3 +41,16 @@ def test_the_documented_files_load_together(tmp_path: Path) -> None:
     search = store.current.team_policy("search", "web")
     assert search.regions == ("eu-*",) and search.source("regions") == "team"
 
+
+
+def test_the_readme_example_loads(tmp_path: Path) -> None:
+    files = _FILE_BLOCK.findall(README.read_text())
+    assert {name for name, _ in files} == {"gateway.yaml", "policies/search.yaml"}
+    for name, text in files:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    snapshot = PolicyStore.open(tmp_path / "gateway.yaml", environ=lambda _: "sk-test").current
+    batch = snapshot.policy(snapshot.keyring.authenticate("Bearer sk-search-batch"))
+    assert batch.default_tier == "flex" and batch.key_quota.rpm == 600 and batch.team_quota.daily_budget == 300
+    assert snapshot.catalogue.get("gpt-4o") is not None
