@@ -66,8 +66,10 @@ def _settings(url: str, prefix: str, policies: Path) -> Any:
         ]},
         "breaker": {"deployments": [{"provider": "down", "model": "broken"}, {"provider": "sim", "model": "whole"}]},
         "priced": {"deployments": [{"provider": "sim", "model": "p", "price": PRICE}]},
-        "limited-then-ok": {"deployments": [{"provider": "limited", "model": "busy"}, {"provider": "sim", "model": "ok"}]},
-        "silent-then-ok": {"deployments": [{"provider": "silent", "model": "mute"}, {"provider": "sim", "model": "ok"}]},
+        "limited-then-ok": {"deployments": [{"provider": "limited", "model": "busy"},
+                                            {"provider": "sim", "model": "ok"}]},
+        "silent-then-ok": {"deployments": [{"provider": "silent", "model": "mute"},
+                                           {"provider": "sim", "model": "ok"}]},
         "flex-waits": {"deployments": [{"provider": "busy-once", "model": "later", "tiers": ["flex"]},
                                        {"provider": "sim", "model": "other"}]},
     }
