@@ -32,12 +32,15 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    os.environ["INTERLOCK_CONFIG"] = str(config_path.resolve())
+    # absolute(), not resolve(): a ConfigMap mount is a symlink into a directory that the next
+    # update deletes; the path must keep naming the link so reloads follow it.
+    os.environ["INTERLOCK_CONFIG"] = str(config_path.absolute())
     host = args.host or settings.listen.host
     port = args.port if args.port is not None else settings.listen.port
     workers = args.workers or settings.listen.workers
     uvicorn.run("proxy.cli:app_from_env", factory=True, host=host, port=port, workers=workers,
-                access_log=False, log_level=args.log_level, lifespan="on", timeout_graceful_shutdown=30)
+                access_log=False, log_level=args.log_level, lifespan="on", timeout_graceful_shutdown=30,
+                ws_max_size=settings.max_body_bytes)
     return 0
 
 

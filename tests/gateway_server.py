@@ -98,7 +98,9 @@ def delete_redis_prefix(prefix: str) -> None:
 
     client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
     try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        # Limits, usage and circuits live under hash-tagged keys: ``{<prefix>...}``.
+        keys = [key for match in (prefix + "*", "{" + prefix + "*")
+                for key in client.scan_iter(match=match, count=1000)]
         if keys:
             client.delete(*keys)
     finally:

@@ -43,9 +43,7 @@ def served(release: Rendered, tmp_path_factory: pytest.TempPathFactory) -> Itera
         with serve(settings) as gateway:
             yield gateway
     finally:
-        # responses under the prefix; limits, usage and circuits in hash slots named after it
-        for prefix in (settings.store_prefix, "{" + settings.store_prefix):
-            delete_redis_prefix(prefix)
+        delete_redis_prefix(settings.store_prefix)
 
 
 @pytest.mark.parametrize("probe", ["startupProbe", "livenessProbe", "readinessProbe"])
