@@ -16,7 +16,7 @@ import yaml
 from proxy.auth import hash_key
 from tests.conftest import Api
 from tests.gateway_server import RunningGateway, delete_redis_prefix, gateway_settings, serve, store_urls
-from tests.spec_validation import validate_error_body
+from tests.spec_validation import parse_sse, validate_error_body, validate_stream
 
 ADMIN_KEY = "sk-test-admin"
 PRICE = {"input": 10000.0, "output": 10000.0}
@@ -50,7 +50,8 @@ def _settings(url: str, prefix: str, policies: Path) -> Any:
                  "limited": _provider(**{"x-sim-fault": "status:429"}),
                  "busy-once": _provider(**{"x-sim-fault": "status:429", "x-sim-fail-times": "1",
                                            "x-sim-fault-key": "busy-once"}),
-                 "silent": _provider(first_byte=0.3, **{"x-sim-fault": "stall"})}
+                 "silent": _provider(first_byte=0.3, **{"x-sim-fault": "stall"}),
+                 "slow": _provider(**{"x-sim-token-delay-ms": "100"})}
     models = {
         "tiered": {"deployments": [
             {"provider": "sim", "model": "prio-1", "tiers": ["default", "priority"],
@@ -70,6 +71,7 @@ def _settings(url: str, prefix: str, policies: Path) -> Any:
                                             {"provider": "sim", "model": "ok"}]},
         "silent-then-ok": {"deployments": [{"provider": "silent", "model": "mute"},
                                            {"provider": "sim", "model": "ok"}]},
+        "slow": {"deployments": [{"provider": "slow", "model": "slow"}]},
         "flex-waits": {"deployments": [{"provider": "busy-once", "model": "later", "tiers": ["flex"]},
                                        {"provider": "sim", "model": "other"}]},
     }
@@ -343,6 +345,28 @@ def test_policy_files_reload_and_an_invalid_one_changes_nothing(running: Running
 
         path.write_text(yaml.safe_dump(_team("late", models=["priced", "tiered"])))
         _wait_for(lambda: len(http.get("/v1/models").json()["data"]) == 2)
+    finally:
+        path.unlink(missing_ok=True)
+        http.close()
+
+
+def test_a_reload_never_disturbs_a_request_in_flight(running: RunningGateway, policies_dir: Path) -> None:
+    path = policies_dir / "leaving.yaml"
+    path.write_text(yaml.safe_dump(_team("leaving")))
+    http = httpx.Client(base_url=running.base_url, headers={"Authorization": "Bearer sk-leaving"}, timeout=30)
+    try:
+        _wait_for(lambda: http.get("/v1/models").status_code == 200)
+        with http.stream("POST", "/v1/responses", json={"model": "slow", "input": "take your time " * 20,
+                                                         "stream": True}) as reply:
+            assert reply.status_code == 200
+            chunks = reply.iter_text()
+            received = next(chunks)
+            path.unlink()  # the team and its key go away while its response streams
+            _wait_for(lambda: http.get("/v1/models").status_code == 401)
+            received += "".join(chunks)
+        events, done = parse_sse(received)
+        assert done and events[-1]["type"] == "response.completed"
+        validate_stream(events)
     finally:
         path.unlink(missing_ok=True)
         http.close()
