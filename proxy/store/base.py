@@ -3,6 +3,11 @@
 A store keeps, per team, each stored response with the input items it was created from, and an
 index from item id to item so that a later request can resolve ``item_reference`` inputs.
 Everything is scoped to the team: another team's response or item reads as absent.
+
+A background response also has an event log: its streaming events, kept as they are produced so
+that ``GET /v1/responses/{id}?stream=true`` can replay them and follow the live ones from any
+replica. The log is also where a cancel is recorded, so that cancelling and finishing cannot both
+win.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from proxy.schema.response import ResponseResource
 
 Order = Literal["asc", "desc"]
 
+Closing = Literal["finished", "cancelled"]
+"""How an event log is closed: ``finished`` by the response's own terminal event (refused once a
+cancel was requested), ``cancelled`` by the terminal event of a cancel."""
+
 
 class StoredResponse(Struct, kw_only=True):
     """A stored response as ``load`` returns it."""
@@ -28,6 +37,34 @@ class StoredResponse(Struct, kw_only=True):
     """The response as last saved (``output`` may hold ``OpaqueItem`` members)."""
     input_items: list[Item]
     """The request's input items in conversation order, as ``GET .../input_items`` lists them."""
+
+
+class LoggedEvent(NamedTuple):
+    """One streaming event of a background response, as its event log keeps it."""
+
+    sequence_number: int
+    type: str
+    """The event's ``type``, for the SSE ``event:`` line."""
+    body: bytes
+    """The event's JSON."""
+
+
+class EventLogState(Struct, kw_only=True, frozen=True):
+    """Where an event log stands."""
+
+    attempt: int
+    """The latest run that appended: 0 while only the events written at creation are there."""
+    next_sequence: int
+    """The sequence number the next event of ``attempt`` gets."""
+    closed: bool
+    """A terminal event was appended; nothing more will be."""
+    cancel_requested: bool
+    """A cancel was requested while the log was open: the response ends ``cancelled``."""
+
+
+class EventLog(NamedTuple):
+    state: EventLogState
+    events: list[LoggedEvent]
 
 
 class ResponseStore(Protocol):
@@ -61,7 +98,7 @@ class ResponseStore(Protocol):
         ...
 
     async def delete(self, team: str, response_id: str) -> bool:
-        """Remove the response and the index entries still pointing at it.
+        """Remove the response, its event log and the index entries still pointing at it.
 
         Returns False when it is absent or belongs to another team. An item id that a later
         response saved again stays resolvable.
@@ -83,6 +120,40 @@ class ResponseStore(Protocol):
         """The team's indexed items among ``item_ids``, by id; ids not found are left out."""
         ...
 
+    async def append_events(self, team: str, response_id: str, attempt: int, events: Sequence[LoggedEvent], *,
+                            closing: Closing | None = None) -> bool:
+        """Append ``events`` (numbered consecutively, at least one) to the response's event log.
+
+        Attempt 0 writes the events a response starts with, when it is created; each run of its
+        job (attempt 1, 2, ...) continues after them. A run with a higher attempt than the log's
+        supersedes the latest one, whose events are no longer read. ``closing`` makes these the
+        last events. Nothing is written, and the result is False, when the log is closed,
+        ``attempt`` is older than the log's, the first event is not the attempt's next sequence
+        number (``next_sequence`` for the log's attempt, the first after attempt 0's events for a
+        new one), or ``closing`` is ``finished`` after a cancel was requested.
+        """
+        ...
+
+    async def read_events(self, team: str, response_id: str, *, after: int) -> EventLog | None:
+        """The log's state and its events numbered above ``after``, in order: attempt 0's, then
+        those of the log's attempt. None when the response has no log or belongs to another team."""
+        ...
+
+    async def event_log_state(self, team: str, response_id: str) -> EventLogState | None:
+        """The log's state alone; None as for ``read_events``."""
+        ...
+
+    async def request_cancel(self, team: str, response_id: str) -> EventLogState | None:
+        """Record a cancel unless the log is closed, and return the state after; None as for
+        ``read_events``."""
+        ...
+
+    async def wait_events(self, team: str, response_id: str, *, attempt: int, after: int, timeout: float) -> None:
+        """Return once the log may hold more than a read that saw ``attempt`` and events up to
+        ``after`` (a later event, a new attempt), or after ``timeout`` seconds at most; callers
+        read again either way, so an early return costs a read, never an event."""
+        ...
+
 
 class EncodedItem(NamedTuple):
     """An item ready to write: its id, its JSON and whether it belongs in the item index."""
@@ -101,3 +172,12 @@ def encode_items(items: Sequence[Item]) -> list[EncodedItem]:
             raise ValueError(f"every stored item needs a string id; a {type(item).__name__} has none")
         encoded.append(EncodedItem(item.id, encode(item), not isinstance(item, ItemReference)))
     return encoded
+
+
+def check_numbering(events: Sequence[LoggedEvent]) -> None:
+    """Refuse, before anything is written, an append that is empty or not numbered consecutively."""
+    if not events:
+        raise ValueError("an append needs at least one event")
+    first = events[0].sequence_number
+    if any(event.sequence_number != first + offset for offset, event in enumerate(events)):
+        raise ValueError(f"events must be numbered consecutively: {[e.sequence_number for e in events]}")

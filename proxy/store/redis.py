@@ -6,9 +6,15 @@ never spell another team's (team ``a`` + id ``b:x`` against team ``a:b`` + id ``
 - ``{prefix}resp:T:{response_id}``, a hash: ``response`` (JSON) and ``input`` (JSON array)
 - ``{prefix}ids:T:{response_id}``, a set: the item ids the response indexed, for ``delete``
 - ``{prefix}item:T:{item_id}``, a hash: ``response_id`` and ``body`` (the item's JSON)
+- ``{prefix}log:{T:response_id}``, a stream: a background response's events; entry ``A-(S+1)`` is
+  event ``S`` of attempt ``A`` (fields ``t``, the type, and ``e``, the JSON), so a new attempt's
+  entries sort after the one it supersedes and ``XREAD`` wakes its followers
+- ``{prefix}logstate:{T:response_id}``, a hash: the log's ``attempt``, ``next`` sequence number,
+  ``base`` (the first after attempt 0's events), ``closed`` and ``cancel``
 
-Every key gets the store's TTL, renewed on each save. A save is one MULTI/EXEC and a delete one
-Lua script; both span several keys, so this needs standalone or Sentinel Redis, not Cluster.
+Every key gets the store's TTL, renewed on each save and append. A save is one MULTI/EXEC and a
+delete one Lua script; both span several keys, so this needs standalone or Sentinel Redis, not
+Cluster. The event log's two keys share a hash tag, so its scripts are Cluster-safe.
 """
 
 from __future__ import annotations
@@ -22,10 +28,22 @@ from redis.exceptions import RedisError
 from proxy.schema.codec import decode_item, decode_items, decode_resource, encode
 from proxy.schema.items import Item
 from proxy.schema.response import ResponseResource
-from proxy.store.base import EncodedItem, Order, StoredResponse, encode_items
+from proxy.store.base import (
+    Closing,
+    EncodedItem,
+    EventLog,
+    EventLogState,
+    LoggedEvent,
+    Order,
+    StoredResponse,
+    check_numbering,
+    encode_items,
+)
 
 THIRTY_DAYS = 30 * 24 * 3600
 _MAX_CONNECTIONS = 64
+_MAX_FOLLOWERS = 512
+"""Connections for followers blocked in XREAD, apart so that they cannot starve other calls."""
 _POOL_TIMEOUT_S = 10.0
 
 # KEYS: the response hash, its item-id set. ARGV: the response id, the team's item key prefix.
@@ -45,6 +63,81 @@ return 1
 """
 
 
+# KEYS: the log stream, its state hash. ARGV: attempt, first sequence number, closing ('' when
+# not closing), TTL in seconds (0: none), then type and JSON of each event.
+_APPEND_SCRIPT = """
+local state = redis.call('HMGET', KEYS[2], 'attempt', 'next', 'base', 'closed', 'cancel')
+local latest = tonumber(state[1]) or 0
+local nxt = tonumber(state[2]) or 0
+local base = tonumber(state[3]) or 0
+local attempt = tonumber(ARGV[1])
+local first = tonumber(ARGV[2])
+if state[4] or attempt < latest or (ARGV[3] == 'finished' and state[5]) then
+    return 0
+end
+if attempt > latest then
+    if latest > 0 then  -- a new run: the superseded one's events are never read again
+        for _, entry in ipairs(redis.call('XRANGE', KEYS[1], latest .. '-0', latest .. '-' .. nxt)) do
+            redis.call('XDEL', KEYS[1], entry[1])
+        end
+    end
+    nxt = base
+end
+if first ~= nxt then
+    return 0
+end
+local count = (#ARGV - 4) / 2
+for i = 0, count - 1 do
+    redis.call('XADD', KEYS[1], attempt .. '-' .. (first + i + 1), 't', ARGV[5 + 2 * i], 'e', ARGV[6 + 2 * i])
+end
+nxt = first + count
+if attempt == 0 then
+    base = nxt
+end
+redis.call('HSET', KEYS[2], 'attempt', attempt, 'next', nxt, 'base', base)
+if ARGV[3] ~= '' then
+    redis.call('HSET', KEYS[2], 'closed', ARGV[3])
+end
+if ARGV[4] ~= '0' then
+    redis.call('EXPIRE', KEYS[1], ARGV[4])
+    redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+return 1
+"""
+
+# KEYS: the log stream, its state hash. ARGV: after. Returns nil without a log, else the state
+# fields, attempt 0's entries after ARGV[1], and the latest attempt's.
+_READ_SCRIPT = """
+local state = redis.call('HMGET', KEYS[2], 'attempt', 'next', 'base', 'closed', 'cancel')
+if not state[2] then
+    return false
+end
+local attempt, nxt, base = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
+local after = tonumber(ARGV[1])
+local opening, run = {}, {}
+if after + 1 < base then
+    opening = redis.call('XRANGE', KEYS[1], '0-' .. (after + 2), '0-' .. base)
+end
+if attempt > 0 and after + 1 < nxt then
+    run = redis.call('XRANGE', KEYS[1], attempt .. '-' .. (math.max(after, base - 1) + 2), attempt .. '-' .. nxt)
+end
+return {state, opening, run}
+"""
+
+# KEYS: the log's state hash. Returns nil without a log, else the state fields after.
+_CANCEL_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    return false
+end
+if not redis.call('HGET', KEYS[1], 'closed') then
+    redis.call('HSET', KEYS[1], 'cancel', '1')
+end
+return redis.call('HMGET', KEYS[1], 'attempt', 'next', 'base', 'closed', 'cancel')
+"""
+
+_STATE_FIELDS = ["attempt", "next", "base", "closed", "cancel"]
+
+
 class RedisStore:
     """A ``ResponseStore`` in Redis; ``ttl_seconds=None`` keeps responses until deleted."""
 
@@ -53,6 +146,7 @@ class RedisStore:
         self._prefix = prefix
         self._ttl = ttl_seconds
         self._client: Redis | None = None
+        self._followers: Redis | None = None
 
     async def start(self) -> None:
         # Connections open on first use; /readyz reports an unreachable server through ping.
@@ -62,11 +156,15 @@ class RedisStore:
         # failing with "Too many connections" under load.
         pool = BlockingConnectionPool.from_url(self._url, max_connections=_MAX_CONNECTIONS, timeout=_POOL_TIMEOUT_S)
         self._client = Redis.from_pool(pool)  # the client owns the pool and closes it
+        followers = BlockingConnectionPool.from_url(self._url, max_connections=_MAX_FOLLOWERS,
+                                                    timeout=_POOL_TIMEOUT_S)
+        self._followers = Redis.from_pool(followers)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for client in (self._client, self._followers):
+            if client is not None:
+                await client.aclose()
+        self._client = self._followers = None
 
     async def ping(self) -> bool:
         try:
@@ -102,6 +200,8 @@ class RedisStore:
         keys = [self._key("resp", team, response_id), self._key("ids", team, response_id)]
         script = self._redis.register_script(_DELETE_SCRIPT)  # cheap: it only hashes the source
         deleted = await script(keys=keys, args=[response_id, self._key("item", team, "")])
+        if deleted:
+            await self._redis.delete(*self._log_keys(team, response_id))
         return bool(deleted)
 
     async def list_input_items(
@@ -122,6 +222,45 @@ class RedisStore:
             bodies = await pipe.execute()
         found = zip(ids, bodies, strict=True)
         return {item_id: decode_item(body) for item_id, body in found if body is not None}
+
+    async def append_events(self, team: str, response_id: str, attempt: int, events: Sequence[LoggedEvent], *,
+                            closing: Closing | None = None) -> bool:
+        check_numbering(events)
+        args: list[str | int | bytes] = [attempt, events[0].sequence_number, closing or "", self._ttl or 0]
+        for event in events:
+            args += [event.type, event.body]
+        script = self._redis.register_script(_APPEND_SCRIPT)  # cheap: it only hashes the source
+        return bool(await script(keys=self._log_keys(team, response_id), args=args))
+
+    async def read_events(self, team: str, response_id: str, *, after: int) -> EventLog | None:
+        script = self._redis.register_script(_READ_SCRIPT)
+        found = await script(keys=self._log_keys(team, response_id), args=[after])
+        if found is None:
+            return None
+        state, opening, run = found
+        return EventLog(_state(state), [_logged(entry) for entry in [*opening, *run]])
+
+    async def event_log_state(self, team: str, response_id: str) -> EventLogState | None:
+        state = cast(list[bytes | None], await self._redis.hmget(self._log_keys(team, response_id)[1], _STATE_FIELDS))
+        return None if state[1] is None else _state(state)
+
+    async def request_cancel(self, team: str, response_id: str) -> EventLogState | None:
+        script = self._redis.register_script(_CANCEL_SCRIPT)
+        state = await script(keys=self._log_keys(team, response_id)[1:])
+        return None if state is None else _state(state)
+
+    async def wait_events(self, team: str, response_id: str, *, attempt: int, after: int, timeout: float) -> None:
+        if self._followers is None:
+            raise RuntimeError("RedisStore is not started")
+        # Entry ids order attempts before sequence numbers: anything later than the last event read,
+        # a new attempt's first included, wakes this.
+        log_key = self._log_keys(team, response_id)[0]
+        await self._followers.xread({log_key: f"{attempt}-{after + 1}"}, count=1, block=max(int(timeout * 1000), 1))
+
+    def _log_keys(self, team: str, response_id: str) -> list[str]:
+        """The stream and state hash of a response's event log, in one hash slot (the ``{...}`` tag)."""
+        escaped = team.replace("%", "%25").replace(":", "%3A")
+        return [f"{self._prefix}{kind}:{{{escaped}:{response_id}}}" for kind in ("log", "logstate")]
 
     @property
     def _redis(self) -> Redis:
@@ -147,3 +286,17 @@ def _page(items: list[Item], limit: int, order: Order, after: str | None) -> tup
         if start < 0:
             return [], False
     return ordered[start : start + limit], len(ordered) > start + limit
+
+
+def _state(fields: list[bytes | None]) -> EventLogState:
+    """An ``EventLogState`` from the state hash's ``_STATE_FIELDS``."""
+    attempt, next_sequence, _base, closed, cancel = fields
+    return EventLogState(attempt=int(attempt or 0), next_sequence=int(next_sequence or 0), closed=closed is not None,
+                         cancel_requested=cancel is not None)
+
+
+def _logged(entry: list[bytes | list[bytes]]) -> LoggedEvent:
+    """A log stream entry ``[id, [b"t", type, b"e", json]]`` as a ``LoggedEvent``."""
+    entry_id, fields = cast(bytes, entry[0]), cast(list[bytes], entry[1])
+    values = dict(zip(fields[::2], fields[1::2], strict=True))
+    return LoggedEvent(int(entry_id.partition(b"-")[2]) - 1, values[b"t"].decode(), values[b"e"])

@@ -4,11 +4,15 @@ sqlite3 blocks, so every call runs on one dedicated worker thread that creates a
 connection; one thread also serialises this process's writes, which SQLite wants anyway. JSON is
 encoded on the event loop, so a save stores the objects as they were when it was called, and
 decoded there too; the worker only moves bytes.
+
+Followers of an event log are woken by this process's appends at once; appends by another
+process sharing the file are seen by polling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +24,23 @@ import msgspec
 from proxy.schema.codec import decode_item, decode_resource, encode
 from proxy.schema.items import Item
 from proxy.schema.response import ResponseResource
-from proxy.store.base import EncodedItem, Order, StoredResponse, encode_items
+from proxy.store.base import (
+    Closing,
+    EncodedItem,
+    EventLog,
+    EventLogState,
+    LoggedEvent,
+    Order,
+    StoredResponse,
+    check_numbering,
+    encode_items,
+)
 
 _T = TypeVar("_T")
 _Args = TypeVarTuple("_Args")
+
+_POLL_S = 0.25
+"""How often a follower looks for events another process appended."""
 
 # Every table is keyed by team first, so a response or item id another team used can be neither
 # read nor overwritten, and each team's lookups stay on its own slice of the primary key.
@@ -51,6 +68,25 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (team, item_id)
 );
 CREATE INDEX IF NOT EXISTS items_by_response ON items (team, response_id);
+CREATE TABLE IF NOT EXISTS event_logs (
+    team TEXT NOT NULL,
+    response_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    next_sequence INTEGER NOT NULL,
+    base INTEGER NOT NULL,  -- the first sequence number after attempt 0's events
+    closed INTEGER NOT NULL,
+    cancel_requested INTEGER NOT NULL,
+    PRIMARY KEY (team, response_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+    team TEXT NOT NULL,
+    response_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    sequence_number INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (team, response_id, attempt, sequence_number)
+);
 """
 
 
@@ -61,6 +97,8 @@ class SqliteStore:
         self._path = path
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._appended: dict[tuple[str, str], asyncio.Event] = {}
+        """Per followed log, set (and dropped) when this process appends to it."""
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interlock-sqlite")
@@ -115,6 +153,43 @@ class SqliteStore:
             return {}
         found = await self._call(_get_items, team, msgspec.json.encode(list(item_ids)).decode())
         return {item_id: decode_item(raw) for item_id, raw in found.items()}
+
+    async def append_events(self, team: str, response_id: str, attempt: int, events: Sequence[LoggedEvent], *,
+                            closing: Closing | None = None) -> bool:
+        check_numbering(events)
+        written = await self._call(_append_events, team, response_id, attempt, list(events), closing)
+        if written:
+            appended = self._appended.pop((team, response_id), None)
+            if appended is not None:
+                appended.set()
+        return written
+
+    async def read_events(self, team: str, response_id: str, *, after: int) -> EventLog | None:
+        found = await self._call(_read_events, team, response_id, after)
+        if found is None:
+            return None
+        state, events = found
+        return EventLog(state, [LoggedEvent(*row) for row in events])
+
+    async def event_log_state(self, team: str, response_id: str) -> EventLogState | None:
+        return await self._call(_event_log_state, team, response_id)
+
+    async def request_cancel(self, team: str, response_id: str) -> EventLogState | None:
+        return await self._call(_request_cancel, team, response_id)
+
+    async def wait_events(self, team: str, response_id: str, *, attempt: int, after: int, timeout: float) -> None:
+        key = (team, response_id)
+        appended = self._appended.setdefault(key, asyncio.Event())
+        try:
+            # Registered before looking, so an append between the caller's read and now is not missed.
+            state = await self.event_log_state(team, response_id)
+            if state is None or _moved(state, attempt, after):
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(appended.wait(), min(timeout, _POLL_S))
+        finally:
+            if self._appended.get(key) is appended and not appended.is_set():
+                del self._appended[key]
 
     async def _call(self, fn: Callable[[sqlite3.Connection, *_Args], _T], *args: *_Args) -> _T:
         """Run ``fn(connection, *args)`` on the worker thread."""
@@ -185,6 +260,8 @@ def _delete(conn: sqlite3.Connection, team: str, response_id: str) -> bool:
         if conn.execute("DELETE FROM responses WHERE team = ? AND id = ?", (team, response_id)).rowcount == 0:
             return False
         conn.execute("DELETE FROM input_items WHERE team = ? AND response_id = ?", (team, response_id))
+        conn.execute("DELETE FROM event_logs WHERE team = ? AND response_id = ?", (team, response_id))
+        conn.execute("DELETE FROM events WHERE team = ? AND response_id = ?", (team, response_id))
         # An id a later response saved again now points at that response and is kept.
         conn.execute("DELETE FROM items WHERE team = ? AND response_id = ?", (team, response_id))
     return True
@@ -223,3 +300,75 @@ def _get_items(conn: sqlite3.Connection, team: str, ids_json: str) -> dict[str, 
         (team, ids_json),
     )
     return dict(rows.fetchall())
+
+
+def _moved(state: EventLogState, attempt: int, after: int) -> bool:
+    """Whether the log holds more than a read that saw ``attempt`` and events up to ``after``."""
+    return state.closed or state.attempt != attempt or state.next_sequence > after + 1
+
+
+_STATE_COLUMNS = "attempt, next_sequence, base, closed, cancel_requested"
+
+
+def _state_row(conn: sqlite3.Connection, team: str, response_id: str) -> tuple[int, int, int, int, int] | None:
+    row = conn.execute(f"SELECT {_STATE_COLUMNS} FROM event_logs WHERE team = ? AND response_id = ?",
+                       (team, response_id)).fetchone()
+    return None if row is None else tuple(row)
+
+
+def _state(row: tuple[int, int, int, int, int]) -> EventLogState:
+    attempt, next_sequence, _base, closed, cancel_requested = row
+    return EventLogState(attempt=attempt, next_sequence=next_sequence, closed=bool(closed),
+                         cancel_requested=bool(cancel_requested))
+
+
+def _append_events(conn: sqlite3.Connection, team: str, response_id: str, attempt: int, events: list[LoggedEvent],
+                   closing: Closing | None) -> bool:
+    with conn:
+        # Taken before the read, so another process cannot append between this check and the write.
+        conn.execute("BEGIN IMMEDIATE")
+        latest, next_sequence, base, closed, cancel_requested = _state_row(conn, team, response_id) or (0, 0, 0, 0, 0)
+        if closed or attempt < latest or (closing == "finished" and cancel_requested):
+            return False
+        first = next_sequence if attempt == latest else base
+        if events[0].sequence_number != first:
+            return False
+        if attempt > latest:  # a new run: the superseded one's events are never read again
+            conn.execute("DELETE FROM events WHERE team = ? AND response_id = ? AND attempt > 0", (team, response_id))
+        conn.executemany(
+            "INSERT INTO events (team, response_id, attempt, sequence_number, type, body) VALUES (?, ?, ?, ?, ?, ?)",
+            [(team, response_id, attempt, *event) for event in events],
+        )
+        next_sequence = first + len(events)
+        conn.execute(
+            f"INSERT OR REPLACE INTO event_logs (team, response_id, {_STATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (team, response_id, attempt, next_sequence, next_sequence if attempt == 0 else base,
+             closing is not None, cancel_requested),
+        )
+    return True
+
+
+def _read_events(conn: sqlite3.Connection, team: str, response_id: str,
+                 after: int) -> tuple[EventLogState, list[tuple[int, str, bytes]]] | None:
+    row = _state_row(conn, team, response_id)
+    if row is None:
+        return None
+    # Only attempt 0 and the latest attempt have rows: a new attempt deletes the one it supersedes.
+    events = conn.execute(
+        "SELECT sequence_number, type, body FROM events WHERE team = ? AND response_id = ? AND sequence_number > ? "
+        "ORDER BY sequence_number",
+        (team, response_id, after),
+    ).fetchall()
+    return _state(row), events
+
+
+def _event_log_state(conn: sqlite3.Connection, team: str, response_id: str) -> EventLogState | None:
+    row = _state_row(conn, team, response_id)
+    return None if row is None else _state(row)
+
+
+def _request_cancel(conn: sqlite3.Connection, team: str, response_id: str) -> EventLogState | None:
+    with conn:
+        conn.execute("UPDATE event_logs SET cancel_requested = 1 WHERE team = ? AND response_id = ? AND closed = 0",
+                     (team, response_id))
+    return _event_log_state(conn, team, response_id)

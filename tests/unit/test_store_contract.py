@@ -14,12 +14,13 @@ from typing import cast
 
 import pytest
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from proxy.schema.content import InputText, OutputText
 from proxy.schema.items import Item, ItemReference, Message, OpaqueItem, OutputItem
 from proxy.schema.response import ResponseResource, ResponseStatus, Usage
 from proxy.store import RedisStore, ResponseStore, SqliteStore, StoredResponse, open_store
-from proxy.store.base import Order
+from proxy.store.base import EventLog, EventLogState, LoggedEvent, Order
 from proxy.store.redis import THIRTY_DAYS
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -276,6 +277,119 @@ async def test_a_two_megabyte_item_round_trips(store: ResponseStore) -> None:
     assert await store.get_items("team-a", ["msg_big"]) == {"msg_big": big}
 
 
+def events(first: int, count: int = 1, label: str = "") -> list[LoggedEvent]:
+    """``count`` consecutive log events from ``first``; ``label`` tells runs apart in their JSON."""
+    return [LoggedEvent(n, "response.output_text.delta", f'{{"sequence_number":{n},"run":"{label}"}}'.encode())
+            for n in range(first, first + count)]
+
+
+async def logged(store: ResponseStore, team: str, *, after: int = -1) -> list[LoggedEvent]:
+    """The events of ``resp_1``'s log after ``after``; the log must exist."""
+    log = await store.read_events(team, "resp_1", after=after)
+    assert log is not None
+    return log.events
+
+
+async def test_event_log_reads_the_events_after_a_sequence_number(store: ResponseStore) -> None:
+    assert await store.append_events("team-a", "resp_1", 0, events(0))
+    assert await store.append_events("team-a", "resp_1", 1, events(1, 3))
+
+    full = await store.read_events("team-a", "resp_1", after=-1)
+
+    assert full == EventLog(EventLogState(attempt=1, next_sequence=4, closed=False, cancel_requested=False),
+                            events(0) + events(1, 3))
+    assert await logged(store, "team-a", after=2) == events(3)
+    assert await logged(store, "team-a", after=3) == []
+    assert await store.event_log_state("team-a", "resp_1") == full.state
+    assert await store.read_events("team-a", "resp_absent", after=-1) is None
+    assert await store.event_log_state("team-a", "resp_absent") is None
+
+
+async def test_event_log_refuses_gaps_repeats_and_older_attempts(store: ResponseStore) -> None:
+    assert await store.append_events("team-a", "resp_1", 0, events(0))
+    assert not await store.append_events("team-a", "resp_1", 1, events(2))  # a gap
+    assert await store.append_events("team-a", "resp_1", 1, events(1, 2))
+    assert not await store.append_events("team-a", "resp_1", 1, events(2))  # a repeat
+    assert not await store.append_events("team-a", "resp_1", 0, events(3))  # an older attempt
+    assert await logged(store, "team-a") == events(0) + events(1, 2)
+    with pytest.raises(ValueError, match="consecutively"):
+        await store.append_events("team-a", "resp_1", 1, [*events(3), *events(5)])
+    with pytest.raises(ValueError, match="at least one"):
+        await store.append_events("team-a", "resp_1", 1, [])
+
+
+async def test_a_new_attempt_supersedes_the_latest_one(store: ResponseStore) -> None:
+    assert await store.append_events("team-a", "resp_1", 0, events(0))
+    assert await store.append_events("team-a", "resp_1", 1, events(1, 3, "first"))
+    assert await store.append_events("team-a", "resp_1", 2, events(1, 1, "second"))
+
+    log = await store.read_events("team-a", "resp_1", after=-1)
+
+    assert log == EventLog(EventLogState(attempt=2, next_sequence=2, closed=False, cancel_requested=False),
+                           events(0) + events(1, 1, "second"))
+    assert not await store.append_events("team-a", "resp_1", 1, events(4, 1, "first"))  # the superseded run
+    assert await store.append_events("team-a", "resp_1", 2, events(2, 1, "second"))
+
+
+async def test_closing_ends_the_log(store: ResponseStore) -> None:
+    assert await store.append_events("team-a", "resp_1", 0, events(0))
+    assert await store.append_events("team-a", "resp_1", 1, events(1, 2), closing="finished")
+
+    assert not await store.append_events("team-a", "resp_1", 1, events(3))
+    assert not await store.append_events("team-a", "resp_1", 2, events(1))
+    closed = EventLogState(attempt=1, next_sequence=3, closed=True, cancel_requested=False)
+    assert await store.request_cancel("team-a", "resp_1") == closed  # too late: nothing recorded
+    assert await store.event_log_state("team-a", "resp_1") == closed
+
+
+async def test_a_requested_cancel_lets_only_the_cancel_close_the_log(store: ResponseStore) -> None:
+    assert await store.append_events("team-a", "resp_1", 0, events(0))
+    assert await store.append_events("team-a", "resp_1", 1, events(1))
+
+    state = await store.request_cancel("team-a", "resp_1")
+
+    assert state == EventLogState(attempt=1, next_sequence=2, closed=False, cancel_requested=True)
+    assert await store.append_events("team-a", "resp_1", 1, events(2))  # the run goes on until it notices
+    assert not await store.append_events("team-a", "resp_1", 1, events(3), closing="finished")
+    assert await store.append_events("team-a", "resp_1", 1, events(3), closing="cancelled")
+    assert await store.event_log_state("team-a", "resp_1") == EventLogState(
+        attempt=1, next_sequence=4, closed=True, cancel_requested=True)
+    assert await store.request_cancel("team-a", "resp_absent") is None
+
+
+async def test_event_log_belongs_to_the_team_and_goes_with_the_response(store: ResponseStore) -> None:
+    await store.save("team-a", make_response("resp_1", status="queued"), [user_message("msg_1")])
+    assert await store.append_events("team-a", "resp_1", 0, events(0))
+
+    assert await store.read_events("team-b", "resp_1", after=-1) is None
+    assert await store.request_cancel("team-b", "resp_1") is None
+    assert await store.append_events("team-b", "resp_1", 0, events(0, 1, "b"))  # team-b's own log
+    assert await logged(store, "team-a") == events(0)
+
+    assert await store.delete("team-a", "resp_1")
+    assert await store.read_events("team-a", "resp_1", after=-1) is None
+
+
+async def test_wait_events_wakes_on_an_append_and_otherwise_times_out(store: ResponseStore) -> None:
+    assert await store.append_events("team-a", "resp_1", 0, events(0))
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    await store.wait_events("team-a", "resp_1", attempt=0, after=0, timeout=0.3)
+    assert loop.time() - started < 2
+
+    # Each step: what a follower saw last, then an append it must wake for: the next event, the
+    # first of a run, and the first of a run superseding that one.
+    for seen_attempt, seen_last, attempt, first in ((0, 0, 0, 1), (0, 1, 1, 2), (1, 2, 2, 2)):
+        waiter = asyncio.create_task(store.wait_events("team-a", "resp_1", attempt=seen_attempt, after=seen_last,
+                                                       timeout=10))
+        await asyncio.sleep(0.05)
+        started = loop.time()
+        assert await store.append_events("team-a", "resp_1", attempt, events(first))
+        await asyncio.wait_for(waiter, 2)
+        assert loop.time() - started < 1
+
+
 @pytest.mark.redis
 async def test_redis_keys_carry_the_prefix_and_the_ttl() -> None:
     redis_prefix = new_prefix()
@@ -309,6 +423,26 @@ async def test_redis_keys_carry_the_prefix_and_the_ttl() -> None:
             await store.close()
         await client.aclose()
         await drop_keys(redis_prefix)
+
+
+@pytest.mark.redis
+async def test_redis_event_log_keys_share_a_hash_slot_and_carry_the_ttl() -> None:
+    prefix = new_prefix()
+    store = RedisStore(REDIS_URL, prefix=prefix)
+    client = Redis.from_url(REDIS_URL)
+    await store.start()
+    try:
+        assert await store.append_events("team:a", "resp_1", 0, events(0))
+        keys = sorted([key.decode() async for key in client.scan_iter(match=f"{prefix}*")])
+
+        assert [key.removeprefix(prefix) for key in keys] == ["log:{team%3Aa:resp_1}", "logstate:{team%3Aa:resp_1}"]
+        assert len({key_slot(key.encode()) for key in keys}) == 1  # one slot: the scripts run on Cluster
+        for key in keys:
+            assert THIRTY_DAYS - 60 < await client.ttl(key) <= THIRTY_DAYS
+    finally:
+        await store.close()
+        await client.aclose()
+        await drop_keys(prefix)
 
 
 async def test_sqlite_creates_parent_directories_and_persists(tmp_path: Path) -> None:
