@@ -18,6 +18,10 @@ Catalogue data (``Deployment``): the key travels as ``x-api-key`` (``auth: x-api
   ``effort``: ``output_config.effort`` alone. In every mode effort ``none`` sends ``thinking:
   {type: disabled}``.
 
+Input tokens are counted by Anthropic (``prepare_count``/``count_tokens``): ``POST
+{base_url}/messages/count_tokens`` with the translated body cut to the fields that endpoint takes
+(``_COUNT_FIELDS``: no ``max_tokens``, sampling or metadata) and the same headers.
+
 Decisions where the dialects differ:
 
 * ``instructions`` and every system/developer message, wherever it stands, become the top-level
@@ -63,11 +67,13 @@ from providers.base import PreparedCall, SessionProvider
 from providers.common import TEXT_PARTS, Refusals, call_arguments, output_format, part_texts, reasoning_effort
 from providers.http import (
     auth_headers,
+    counting_call,
     iter_sse,
     join_url,
     parse_retry_after,
     read_error,
     read_json,
+    read_token_count,
     send,
 )
 from providers.media import base64_data_url
@@ -101,6 +107,8 @@ from proxy.schema.request import (
 from proxy.schema.upstream import Deployment, UpstreamRequest
 
 _PATH = "/messages"
+_COUNT_PATH = "/messages/count_tokens"
+_COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config"})
 _VERSION = "2023-06-01"
 _DEFAULT_MAX_TOKENS = "4096"
 _STRUCTURED_OUTPUTS_BETA = "structured-outputs-2025-11-13"
@@ -140,6 +148,15 @@ class AnthropicProvider(SessionProvider):
         if betas:
             headers["anthropic-beta"] = ",".join(dict.fromkeys(betas))
         return PreparedCall(url=join_url(deployment.base_url, _PATH, deployment.query), headers=headers, body=body)
+
+    def prepare_count(self, request: UpstreamRequest) -> PreparedCall:
+        call = self.prepare(msgspec.structs.replace(request, stream=False))
+        return counting_call(call, request.deployment, _COUNT_PATH, _COUNT_FIELDS)
+
+    async def count_tokens(self, call: PreparedCall, deployment: Deployment) -> int:
+        map_error = functools.partial(_map_error, secret=deployment.api_key)
+        response = await send(self._session, call, deployment, map_error)
+        return await read_token_count(response, deployment.provider, "input_tokens")
 
     async def run(self, request: UpstreamRequest) -> AsyncGenerator[Delta, None]:
         call = self.prepare(request)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 from msgspec import Struct
 
 from proxy.schema.deltas import Delta
-from proxy.schema.upstream import UpstreamRequest
+from proxy.schema.upstream import Deployment, UpstreamRequest
 
 
 class PreparedCall(Struct, kw_only=True):
@@ -32,6 +32,21 @@ class Provider(Protocol):
     def prepare(self, request: UpstreamRequest) -> PreparedCall: ...
 
     def run(self, request: UpstreamRequest) -> AsyncGenerator[Delta, None]: ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A dialect whose upstream counts input tokens with the model's own tokenizer (OpenAI
+    ``/responses/input_tokens``, Anthropic ``/messages/count_tokens``, Gemini ``:countTokens``).
+
+    ``prepare_count`` translates exactly as ``prepare`` would (so it refuses what ``run`` would
+    refuse) and keeps only what the counting endpoint takes; ``count_tokens`` sends that call and
+    returns the count, raising ``GatewayError`` subclasses as ``run`` does.
+    """
+
+    def prepare_count(self, request: UpstreamRequest) -> PreparedCall: ...
+
+    async def count_tokens(self, call: PreparedCall, deployment: Deployment) -> int: ...
 
 
 class ProviderFactory(Protocol):

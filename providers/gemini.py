@@ -18,6 +18,11 @@ Deployments (catalogue data):
   ``X-Vertex-AI-LLM-*`` headers instead of the body's ``serviceTier``.
 * ``options.thinking: level`` sends ``thinkingLevel`` (Gemini 3) instead of ``thinkingBudget``.
 
+Input tokens are counted by Gemini (``prepare_count``/``count_tokens``): ``:countTokens`` on the
+same model path, its reply's ``totalTokens``. AI Studio takes the translated request whole as
+``generateContentRequest`` (with ``model: models/{model}``), so instructions and tools count;
+Vertex takes ``contents``, ``systemInstruction`` and ``tools`` at the top level.
+
 Translation rules worth knowing:
 
 * ``instructions`` and every system/developer message go, in order, into ``systemInstruction``.
@@ -73,7 +78,16 @@ from providers.gemini_stream import (
     decode_signatures,
 )
 from providers.google_auth import DEFAULT_TOKEN_URL, ServiceAccountTokens
-from providers.http import decode_events, iter_sse, join_url, parse_retry_after, read_body, safe_message, send
+from providers.http import (
+    decode_events,
+    iter_sse,
+    join_url,
+    parse_retry_after,
+    read_body,
+    read_token_count,
+    safe_message,
+    send,
+)
 from providers.media import base64_data_url
 from proxy.errors import (
     ContextTooLong,
@@ -122,6 +136,10 @@ _AUTH_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVIC
 with 400, not 401)."""
 _CONTEXT_TOO_LONG = "exceeds the maximum number of tokens"
 """How Gemini words a prompt over the context window (a plain 400 INVALID_ARGUMENT)."""
+_COUNTED_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig"})
+"""What AI Studio counts of a ``generateContentRequest`` (generation settings add no input)."""
+_VERTEX_COUNTED_FIELDS = frozenset({"contents", "systemInstruction", "tools"})
+"""The input fields of Vertex's ``CountTokensRequest``."""
 
 
 class GeminiProvider(SessionProvider):
@@ -176,6 +194,24 @@ class GeminiProvider(SessionProvider):
         deltas = decoder.feed(None, await read_body(response, provider)) + decoder.close()
         for delta in deltas:
             yield delta
+
+    def prepare_count(self, request: UpstreamRequest) -> PreparedCall:
+        deployment = request.deployment
+        vertex = deployment.options.get("platform") == "vertex"
+        call = self.prepare(msgspec.structs.replace(request, stream=False))
+        if vertex:
+            body = {name: value for name, value in call.body.items() if name in _VERTEX_COUNTED_FIELDS}
+        else:
+            body = {"generateContentRequest": {
+                "model": f"models/{deployment.model}",
+                **{name: value for name, value in call.body.items() if name in _COUNTED_FIELDS}}}
+        return msgspec.structs.replace(
+            call, body=body, url=join_url(deployment.base_url, _model_path(deployment, vertex, "countTokens"),
+                                          deployment.query))
+
+    async def count_tokens(self, call: PreparedCall, deployment: Deployment) -> int:
+        response = await self._send(call, deployment, functools.partial(_map_error, secret=deployment.api_key))
+        return await read_token_count(response, deployment.provider, "totalTokens")
 
     async def access_token(self, deployment: Deployment, *, rejected: str | None = None) -> str:
         """The bearer token ``run`` sends to a Vertex deployment with a ``service_account``

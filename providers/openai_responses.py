@@ -5,6 +5,10 @@ references itself, so neither goes upstream); items and tools outside the core t
 Replies are re-expressed as deltas so that the gateway numbers the events and builds the final
 resource the same way as for every other dialect.
 
+Input tokens are counted by the upstream (``prepare_count``/``count_tokens``): ``POST
+/responses/input_tokens`` with the translated body cut to the fields that endpoint takes
+(``_COUNT_FIELDS``; it refuses the others, ``store`` and ``stream`` among them).
+
 Errors reported inside a 200 reply (a ``response.failed`` or ``error`` event, a failed JSON body)
 carry no HTTP status; one is inferred from their ``code``/``type`` and they go through the same
 ``_map_error`` as HTTP errors.
@@ -24,12 +28,14 @@ from providers.base import PreparedCall, SessionProvider
 from providers.http import (
     ErrorMapper,
     auth_headers,
+    counting_call,
     decode_json,
     iter_sse,
     join_url,
     parse_retry_after,
     read_error,
     read_json,
+    read_token_count,
     send,
 )
 from proxy.errors import ContextTooLong, GatewayError, UpstreamError, error_for_upstream_status
@@ -37,12 +43,15 @@ from proxy.schema import deltas as d
 from proxy.schema.codec import encode
 from proxy.schema.content import UrlCitation
 from proxy.schema.response import Usage
-from proxy.schema.upstream import UpstreamRequest
+from proxy.schema.upstream import Deployment, UpstreamRequest
 
 log = logging.getLogger(__name__)
 
 _DROPPED_FIELDS = ("previous_response_id", "background", "input", "tools", "tool_choice", "model", "stream",
                    "instructions")
+_COUNT_PATH = "/responses/input_tokens"
+_COUNT_FIELDS = frozenset({"model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls",
+                           "reasoning", "text", "truncation"})
 _CORE_EVENT_PREFIXES = ("response.output_text.", "response.content_part.", "response.refusal.",
                         "response.reasoning", "response.function_call_arguments.")
 # Status to assume for an in-band error, by its ``code`` or ``type`` (OpenAI's ResponseError codes:
@@ -196,6 +205,15 @@ class OpenAIResponsesProvider(SessionProvider):
             wire["stream"] = True
         return PreparedCall(url=join_url(deployment.base_url, "/responses", deployment.query),
                             headers=auth_headers(deployment), body=wire)
+
+    def prepare_count(self, request: UpstreamRequest) -> PreparedCall:
+        call = self.prepare(msgspec.structs.replace(request, stream=False))
+        return counting_call(call, request.deployment, _COUNT_PATH, _COUNT_FIELDS)
+
+    async def count_tokens(self, call: PreparedCall, deployment: Deployment) -> int:
+        map_error = functools.partial(_map_error, secret=deployment.api_key)
+        response = await send(self._session, call, deployment, map_error)
+        return await read_token_count(response, deployment.provider, "input_tokens")
 
     async def run(self, request: UpstreamRequest) -> AsyncGenerator[d.Delta, None]:
         call = self.prepare(request)

@@ -7,6 +7,9 @@ The key comes in ``x-api-key``; errors are ``{"type": "error", "error": {"type",
 no ``max_tokens``, a first message from the assistant, tool results that do not answer the
 previous turn's ``tool_use`` blocks (or do not come first), ``output_format`` without its beta
 flag, and a thinking budget or a forced tool choice that thinking does not allow.
+
+``POST /v1/messages/count_tokens`` answers ``{"input_tokens"}``, counted as a reply's usage is,
+and refuses fields the real endpoint does not take (``max_tokens`` first of all).
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from providers.sim_dialects.base import (
 )
 
 _STRUCTURED_OUTPUTS_BETA = "structured-outputs-2025-11-13"
+_COUNT_PATH = "/v1/messages/count_tokens"
+_COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config",
+                           "cache_control"})
 _MIN_THINKING_BUDGET = 1024
 _decode_json = msgspec.json.Decoder().decode
 
@@ -73,6 +79,30 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, list) and all(isinstance(block, dict) for block in content):
         return content
     raise BadRequest("messages: content must be a string or a list of content blocks")
+
+
+def _messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages: at least one message is required")
+    return messages
+
+
+def _block_tokens(block: dict[str, Any]) -> int:
+    kind = block.get("type")
+    if kind == "text":
+        return count_tokens(str(block.get("text", "")))
+    if kind == "tool_use":
+        return count_tokens(encode_json(block.get("input")).decode())
+    if kind == "tool_result":
+        return count_tokens(text_of(block.get("content")))
+    return 0
+
+
+def _input_tokens(body: Mapping[str, Any]) -> int:
+    """The system text, message text, tool inputs and tool results, in tokens."""
+    return count_tokens(text_of(body.get("system"))) + sum(
+        _block_tokens(block) for message in _messages(body) for block in _blocks(message.get("content")))
 
 
 def _tools(body: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -118,8 +148,17 @@ class AnthropicDialect(SimDialect):
 
     name = "anthropic"
     routes = [("POST", "/v1/messages")]
+    count_routes = [("POST", _COUNT_PATH)]
     auth_header = "x-api-key"
     auth_scheme = ""
+
+    def count_reply(self, body: dict[str, Any], request: web.Request) -> bytes | None:
+        if request.path != _COUNT_PATH:
+            return None
+        extra = sorted(set(body) - _COUNT_FIELDS)
+        if extra:
+            raise BadRequest(f"{extra[0]}: Extra inputs are not permitted")
+        return encode_json({"input_tokens": _input_tokens(body)})
 
     def read(self, body: dict[str, Any], request: web.Request) -> Turn:
         if not isinstance(body.get("max_tokens"), int):
@@ -128,10 +167,7 @@ class AnthropicDialect(SimDialect):
         if isinstance(temperature, int | float) and not 0 <= temperature <= 1:
             raise BadRequest("temperature: Input should be less than or equal to 1")
         _check_thinking(body)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise BadRequest("messages: at least one message is required")
-        tokens = count_tokens(text_of(body.get("system")))
+        messages = _messages(body)
         last_user = ""
         calls: list[str] = []  # tool_use ids of the previous message, which the next must answer
         blocks: list[dict[str, Any]] = []
@@ -149,13 +185,6 @@ class AnthropicDialect(SimDialect):
             if kinds[:len(answered)] != ["tool_result"] * len(answered):
                 raise BadRequest(f"messages.{position}: tool_result blocks must come first in the content")
             calls = [str(block.get("id")) for block in blocks if block.get("type") == "tool_use"]
-            for block in blocks:
-                if block.get("type") == "text":
-                    tokens += count_tokens(str(block.get("text", "")))
-                elif block.get("type") == "tool_use":
-                    tokens += count_tokens(encode_json(block.get("input")).decode())
-                elif block.get("type") == "tool_result":
-                    tokens += count_tokens(text_of(block.get("content")))
             if role == "user" and len(answered) < len(blocks):
                 last_user = text_of(blocks)
         last = messages[-1]
@@ -165,7 +194,7 @@ class AnthropicDialect(SimDialect):
         return Turn(
             last_user=last_user,
             tool_outputs=outputs,
-            input_tokens=tokens,
+            input_tokens=_input_tokens(body),
             tools=_tools(body),
             parallel=not (isinstance(choice, dict) and choice.get("disable_parallel_tool_use") is True),
             max_tokens=max_tokens_of(body["max_tokens"]),

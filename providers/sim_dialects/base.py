@@ -261,6 +261,9 @@ class SimDialect(ErrorShape, ABC):
     A pattern may capture parts for the dialect to parse from ``request.match_info``, e.g.
     ``"/v1beta/models/{model}:generateContent"`` or ``"/v1beta/models/{target}"`` (a capture
     matches any characters but ``/``, colons included)."""
+    count_routes: Sequence[tuple[str, str]] = ()
+    """(HTTP method, path) of the dialect's token-counting endpoint when ``routes`` does not cover
+    it already, answered by ``count_reply``."""
     stream_content_type: str = "text/event-stream"
     """Content type of a streamed reply: ``text/event-stream`` (SSE), ``application/x-ndjson`` or
     ``application/vnd.amazon.eventstream``; ``text/*`` types get ``; charset=utf-8``. It also
@@ -293,6 +296,13 @@ class SimDialect(ErrorShape, ABC):
     def render_stream(self, body: dict[str, Any], request: web.Request, plan: Plan) -> list[bytes]:
         """The streamed reply as frames, each one write unit: an SSE block ending in a blank
         line, an NDJSON line, or one binary AWS eventstream message. Streams have at least two."""
+
+    def count_reply(self, body: dict[str, Any], request: web.Request) -> bytes | None:
+        """The reply (``application/json``) to a token-counting request, or ``None`` when the
+        request asks for a model reply instead (the default: the dialect counts nothing). A
+        dialect that counts serves its counting path (``count_routes``, or one of ``routes``),
+        counts exactly as ``read`` does for ``Turn.input_tokens``, and may raise what ``read`` may."""
+        return None
 
     def authorized(self, request: web.Request, api_key: str) -> bool:
         """Whether the request carries ``api_key`` the way this dialect sends it."""

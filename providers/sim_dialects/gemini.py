@@ -8,6 +8,11 @@ events separated by ``\\r\\n\\r\\n``, usage cumulative on every chunk) and ends,
 with an empty text part carrying ``finishReason``. Function calls come whole, without ids, and
 finish with ``STOP`` like Gemini's own. Requests are checked the way Gemini checks them where an
 adapter can get it wrong: a function-response turn must answer every call of the turn before it.
+
+``...:countTokens`` answers ``{"totalTokens"}``, counted as a reply's prompt tokens are: on the
+Gemini API from a ``generateContentRequest`` (which must name its ``model``; bare ``contents``,
+which the real API also takes, is refused, as it would leave the instructions and tools
+uncounted), on Vertex from the top-level ``contents``, ``systemInstruction`` and ``tools``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,23 @@ def _method(request: web.Request) -> tuple[str, str]:
     """``(model, method)`` from the ``{target}`` capture, e.g. ``sim-model:generateContent``."""
     model, _, method = request.match_info["target"].partition(":")
     return model, method
+
+
+def _part_tokens(part: dict[str, Any]) -> int:
+    """A part's tokens: its text (not a thought's), a call's arguments, a function response's output."""
+    if isinstance(part.get("text"), str) and not part.get("thought"):
+        return count_tokens(part["text"])
+    if "functionCall" in part:
+        return count_tokens(encode_json(part["functionCall"].get("args", {})).decode())
+    if "functionResponse" in part:
+        return count_tokens(_output_text(part["functionResponse"].get("response")))
+    return 0
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    system = body.get("systemInstruction") or {}
+    parts = [*(system.get("parts") or []), *(part for content in body["contents"] for part in content["parts"])]
+    return sum(_part_tokens(part) for part in parts)
 
 
 def _json_schema(schema: Any) -> Any:
@@ -118,14 +140,27 @@ class GeminiDialect(SimDialect):
     def wants_stream(self, body: dict[str, Any], request: web.Request) -> bool:
         return _method(request)[1] == "streamGenerateContent"
 
+    def count_reply(self, body: dict[str, Any], request: web.Request) -> bytes | None:
+        model, method = _method(request)
+        if method != "countTokens":
+            return None
+        counted = body
+        if not request.path.startswith(_VERTEX_PREFIX):
+            if set(body) != {"generateContentRequest"}:
+                raise BadRequest("The simulator counts a generateContentRequest alone: bare contents leave the "
+                                 "system instruction and tools uncounted.")
+            counted = body["generateContentRequest"]
+            if counted.get("model") != f"models/{model}":
+                raise BadRequest("* CountTokensRequest.generate_content_request.model: unexpected model name format")
+        tokens = _prompt_tokens(counted)
+        return encode_json({"totalTokens": tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}]})
+
     def read(self, body: dict[str, Any], request: web.Request) -> Turn:
         if _method(request)[1] not in _METHODS:
             raise BadRequest(f"Method not found: {_method(request)[1]}")
         contents = body["contents"]
         if not contents:
             raise BadRequest("* GenerateContentRequest.contents: contents is not specified")
-        system = body.get("systemInstruction") or {}
-        tokens = sum(count_tokens(part.get("text", "")) for part in system.get("parts") or [])
         last_user = ""
         calls = 0  # function calls of the last model turn, still to be answered
         for content in contents:
@@ -134,11 +169,6 @@ class GeminiDialect(SimDialect):
                 raise BadRequest("* GenerateContentRequest.contents.parts: contents.parts must not be empty.")
             texts = [part["text"] for part in parts if isinstance(part.get("text"), str) and not part.get("thought")]
             responses = [part["functionResponse"] for part in parts if "functionResponse" in part]
-            tokens += sum(count_tokens(text) for text in texts)
-            for part in parts:
-                if "functionCall" in part:
-                    tokens += count_tokens(encode_json(part["functionCall"].get("args", {})).decode())
-            tokens += sum(count_tokens(_output_text(response.get("response"))) for response in responses)
             if content.get("role", "user") == "model":
                 calls = sum(1 for part in parts if "functionCall" in part)
                 continue
@@ -155,7 +185,7 @@ class GeminiDialect(SimDialect):
         return Turn(
             last_user=last_user,
             tool_outputs=outputs,
-            input_tokens=tokens,
+            input_tokens=_prompt_tokens(body),
             tools=_tools(body),
             parallel=True,  # Gemini has no switch for parallel calls
             max_tokens=max_tokens_of(config.get("maxOutputTokens")),

@@ -1,5 +1,6 @@
 """OpenAI Responses (``POST /v1/responses``): JSON, or SSE with ``event:`` lines numbered by
-``sequence_number``, in the shapes of ``shared/fixtures/providers/openai-*``."""
+``sequence_number``, in the shapes of ``shared/fixtures/providers/openai-*``; and its token count
+(``POST /v1/responses/input_tokens``), which refuses parameters it does not take as OpenAI does."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from providers.sim_dialects.base import (
+    BadRequest,
     Plan,
     SimDialect,
     Turn,
@@ -24,6 +26,9 @@ from providers.sim_dialects.base import (
     text_of,
 )
 
+_COUNT_PATH = "/v1/responses/input_tokens"
+_COUNT_FIELDS = frozenset({"model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls",
+                           "reasoning", "text", "truncation", "conversation", "previous_response_id", "personality"})
 _MESSAGE_DELTA_HEAD = (
     b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
 )
@@ -114,6 +119,15 @@ class ResponsesDialect(SimDialect):
 
     name = "openai_responses"
     routes = [("POST", "/v1/responses")]
+    count_routes = [("POST", _COUNT_PATH)]
+
+    def count_reply(self, body: dict[str, Any], request: web.Request) -> bytes | None:
+        if request.path != _COUNT_PATH:
+            return None
+        unknown = sorted(set(body) - _COUNT_FIELDS)
+        if unknown:
+            raise BadRequest(f"Unknown parameter: '{unknown[0]}'.")
+        return encode_json({"object": "response.input_tokens", "input_tokens": self.read(body, request).input_tokens})
 
     def read(self, body: dict[str, Any], request: web.Request) -> Turn:
         raw_input = body.get("input")
