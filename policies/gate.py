@@ -38,6 +38,7 @@ from proxy.errors import (
 from proxy.schema.content import InputFile, InputImage
 from proxy.schema.items import Message
 from proxy.schema.response import Usage
+from proxy.telemetry import limit_refused, note_model, usage_recorded
 
 _POLICY_CODES = frozenset({"model_not_allowed", "provider_denied", "provider_not_allowed", "region", "tier"})
 
@@ -102,8 +103,10 @@ def decide(snapshot: Snapshot, policy: ResolvedPolicy, request: ResponseRequest,
     ceiling = policy.max_tool_calls
     max_tool_calls = ceiling if asked is None else asked if ceiling is None else min(asked, ceiling)
     cache_key = body.prompt_cache_key if isinstance(body.prompt_cache_key, str) else None
+    # Under truncation "auto" the engine fits the conversation to each window: none is too small yet.
+    window_tokens = None if body.truncation == "auto" else input_tokens
     found = route(snapshot.prepared(policy, model), tier, circuits=circuits, cache_key=cache_key,
-                  needs=needs(request), input_tokens=input_tokens, rng=rng, explain=explain)
+                  needs=needs(request), input_tokens=window_tokens, rng=rng, explain=explain)
     if not found.candidates:
         raise _no_route(found, circuits)
     return Decision(policy=policy, model=model, tier=tier, store=store, max_tool_calls=max_tool_calls, route=found)
@@ -204,7 +207,12 @@ class Gate:
         policy = snapshot.policy(principal)
         decision = decide(snapshot, policy, request, circuits=self.circuits.state, input_tokens=input_tokens,
                           rng=self._rng)
-        reservation = await self.limits.admit(policy, decision.model.alias, reserve_tokens=input_tokens or 0)
+        note_model(decision.model.alias)
+        try:
+            reservation = await self.limits.admit(policy, decision.model.alias, reserve_tokens=input_tokens or 0)
+        except GatewayError as exc:
+            limit_refused(principal.team, decision.model.alias, exc.code or exc.type)
+            raise
         return Ticket(principal=principal, decision=decision, reservation=reservation, started=time.monotonic())
 
     def readmit(self, principal: Principal, request: ResponseRequest, *, input_tokens: int | None = None) -> Ticket:
@@ -237,6 +245,7 @@ class Gate:
             cached_tokens=usage.input_tokens_details.cached_tokens, output_tokens=usage.output_tokens,
             cost=cost(usage, candidate.spec, tier) if candidate else 0.0,
             latency_ms=(time.monotonic() - ticket.started) * 1000, response_id=response_id)
+        usage_recorded(record)
         await self.limits.settle(ticket.reservation, record)
         return record
 

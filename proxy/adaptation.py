@@ -17,6 +17,9 @@ Two jobs, done once here rather than in every adapter:
   sealed in ``encrypted_content`` (``proxy.sealing``), bound to the team. On the way back in, state
   sealed for the same dialect is unsealed for the upstream; state from another dialect is dropped
   (its summary text stays), and OpenAI's own ``encrypted_content`` goes only to OpenAI upstreams.
+* **Compaction**: a ``compaction`` item from ``POST /v1/responses/compact`` seals its summary the
+  same way (``seal_summary``); every dialect, OpenAI's included, sees it as an assistant message
+  holding the summary. A compaction item the gateway did not seal (another server's) is a 400.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from typing import Any
 import msgspec
 from msgspec import UNSET
 
+from proxy.errors import InvalidRequest
 from proxy.ids import new_id
 from proxy.schema import deltas as d
-from proxy.schema.items import FunctionCall, FunctionCallOutput, Item, OpaqueItem, Reasoning
+from proxy.schema.items import Compaction, FunctionCall, FunctionCallOutput, Item, Message, OpaqueItem, Reasoning
 from proxy.schema.request import FunctionTool, SpecificFunction, Tool, ToolChoice
 from proxy.sealing import Sealer
 
@@ -40,6 +44,9 @@ NATIVE_DIALECTS = frozenset({"openai_responses"})
 _DROPPED_TOOLS = frozenset({"web_search", "web_search_preview", "tool_search"})
 _DROPPED_ITEMS = frozenset({"web_search_call", "tool_search_call", "tool_search_output"})
 _REASONING = "reasoning"
+_COMPACTION = "compaction"
+SUMMARY_HEADING = "Summary of the earlier conversation:\n\n"
+"""What a compaction summary starts with as the model sees it."""
 
 
 class _State(msgspec.Struct, kw_only=True):
@@ -125,6 +132,8 @@ def adapt(items: list[Item], tools: list[Tool], tool_choice: ToolChoice | None, 
             if reasoning is None:
                 continue
             item = reasoning
+        elif isinstance(item, Compaction):
+            item = _expand_compaction(item, index, team, sealer)
         adapted_items.append(item)
     if dialect in NATIVE_DIALECTS:
         return Adapted(items=adapted_items, tools=tools, tool_choice=tool_choice, dialect=dialect, team=team,
@@ -167,6 +176,21 @@ def adapt(items: list[Item], tools: list[Tool], tool_choice: ToolChoice | None, 
             choice = "none" if choice is None else choice
     return Adapted(items=new_items, tools=new_tools, tool_choice=choice, custom_tools=frozenset(custom),
                    dialect=dialect, team=team, sealer=sealer)
+
+
+def seal_summary(sealer: Sealer, team: str, summary: str) -> str:
+    """A compaction item's ``encrypted_content``: ``summary`` sealed for ``team``."""
+    return sealer.seal(team, _COMPACTION, summary.encode())
+
+
+def _expand_compaction(item: Compaction, index: int, team: str, sealer: Sealer) -> Message:
+    param = f"input[{index}].encrypted_content"
+    if not Sealer.is_sealed(item.encrypted_content):
+        raise InvalidRequest("This compaction item was made by another server: the gateway expands only the "
+                             "compaction items its own POST /v1/responses/compact issued.", param=param,
+                             code="invalid_encrypted_content")
+    summary = sealer.unseal(team, _COMPACTION, item.encrypted_content, param=param)
+    return Message(role="assistant", content=SUMMARY_HEADING + summary.decode())
 
 
 def _custom_as_function(data: dict[str, Any]) -> FunctionTool:

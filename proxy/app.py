@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,28 +12,45 @@ from litestar import Litestar
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.body_deadline import body_deadline_middleware
 from proxy.errors import GatewayError
 from proxy.gateway import Gateway
 from proxy.http_errors import handle_gateway_error, handle_http_exception, handle_unexpected
 from proxy.routes.admin import explain_policy, list_usage
 from proxy.routes.health import healthz, readyz
+from proxy.routes.lifecycle import compact_response, count_response_input_tokens
+from proxy.routes.metrics import prometheus_metrics
 from proxy.routes.models import list_models, retrieve_model
-from proxy.routes.responses import create_response, delete_response, list_input_items, retrieve_response
+from proxy.routes.openapi import openapi_document
+from proxy.routes.responses import (
+    cancel_response,
+    create_response,
+    delete_response,
+    list_input_items,
+    retrieve_response,
+)
+from proxy.routes.websocket import responses_websocket
 from proxy.settings import Settings
+from proxy.telemetry import bind_request_id, telemetry_middleware
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """Put ``x-request-id`` on every reply, errors from routing included."""
+    """Put ``x-request-id`` on every reply, errors from routing included. An id is a random
+    prefix drawn once per worker and a counter: unique without a system call per request."""
+    prefix = b"req_" + os.urandom(8).hex().encode()
+    counter = itertools.count()
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        request_id = b"req_" + os.urandom(12).hex().encode()
+        request_id = b"%s%08x" % (prefix, next(counter))
+        bind_request_id(request_id)
+        header = (b"x-request-id", request_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+                message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
         await app(scope, receive, send_with_id)
@@ -53,13 +71,17 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> Litest
             await gateway.close()
 
     return Litestar(
-        route_handlers=[create_response, retrieve_response, delete_response, list_input_items, list_models,
-                        retrieve_model, healthz, readyz, list_usage, explain_policy],
+        route_handlers=[create_response, retrieve_response, cancel_response, delete_response, list_input_items,
+                        list_models, retrieve_model, healthz, readyz, list_usage, explain_policy,
+                        responses_websocket, compact_response, count_response_input_tokens,
+                        prometheus_metrics, openapi_document],
         lifespan=[lifespan],
-        middleware=[request_id_middleware],
+        middleware=[request_id_middleware, *telemetry_middleware(settings.telemetry),
+                    body_deadline_middleware(settings.request_body_timeout_s)],
         exception_handlers={GatewayError: handle_gateway_error, HTTPException: handle_http_exception,
                             Exception: handle_unexpected},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
+        logging_config=None,  # the process's logging is the CLI's (JSON lines); Litestar's default would replace it
         debug=False,
     )

@@ -4,7 +4,6 @@ simulator, hash an API key."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from litestar import Litestar
 
 from proxy.auth import hash_key
 from proxy.settings import ConfigError, default_config_path, load_settings
+from proxy.telemetry import configure_logging, log_config
 
 
 def app_from_env() -> Litestar:
@@ -39,7 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.listen.port
     workers = args.workers or settings.listen.workers
     uvicorn.run("proxy.cli:app_from_env", factory=True, host=host, port=port, workers=workers,
-                access_log=False, log_level=args.log_level, lifespan="on", timeout_graceful_shutdown=30,
+                access_log=False, log_level=args.log_level, log_config=log_config(args.log_level, args.log_format),
+                lifespan="on", timeout_graceful_shutdown=30,
                 ws_max_size=settings.max_body_bytes)
     return 0
 
@@ -94,6 +95,7 @@ def _hash_key(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="interlock", description=__doc__)
+    parser.set_defaults(log_level="info", log_format="text")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
@@ -102,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-format", choices=["json", "text"], default="json",
+                       help="json: one object a line with request and trace ids (default); text: for a terminal")
     serve.set_defaults(handler=_serve)
 
     check = sub.add_parser("check", help="validate a config file and exit")
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return simulate_main(argv[1:])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_level, args.log_format)
     return int(args.handler(args))
 
 

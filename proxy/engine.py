@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -26,7 +26,7 @@ from providers.base import Provider
 from proxy.adaptation import Adapted, adapt
 from proxy.auth import Principal
 from proxy.decoding import ResponseRequest
-from proxy.errors import GatewayError, InvalidRequest, NotFound, UpstreamError
+from proxy.errors import ContextTooLong, GatewayError, InvalidRequest, NotFound, UpstreamError
 from proxy.ids import new_id
 from proxy.resource import new_resource
 from proxy.schema.content import InputText, OutputText
@@ -43,12 +43,15 @@ from proxy.schema.items import (
 )
 from proxy.schema.request import Tool
 from proxy.schema.response import ResponseResource, Usage
-from proxy.schema.upstream import Deployment, UpstreamRequest
+from proxy.schema.upstream import UpstreamRequest
 from proxy.sealing import Sealer
 from proxy.settings import RetryConfig
 from proxy.store import ResponseStore, StoredResponse
 from proxy.streaming import Event, ResponseBuilder
+from proxy.telemetry import observe_attempt, turn_settled
+from proxy.token_count import estimate_tokens as estimate_input_tokens
 from proxy.tool_loop import ToolLoopConfig, loop_deadline, run_calls, server_tools
+from proxy.truncation import fit_conversation
 from tools import ToolRegistry, ToolSpec
 
 log = logging.getLogger("interlock.engine")
@@ -121,7 +124,6 @@ class Engine:
         self.store = store
         self.providers = providers
         self.retry = retry
-        self._background: set[asyncio.Task[None]] = set()
 
     # -- preparation ---------------------------------------------------------------------------
     async def prepare(self, principal: Principal, request: ResponseRequest, *, response_id: str | None = None,
@@ -212,21 +214,22 @@ class Engine:
         return resolved
 
     # -- upstream ------------------------------------------------------------------------------
-    def _upstream_request(self, turn: Turn, deployment: Deployment, stream: bool) -> tuple[UpstreamRequest, Adapted]:
+    def upstream_request(self, turn: Turn, candidate: Candidate, *, stream: bool) -> tuple[UpstreamRequest, Adapted]:
+        """The request as ``candidate`` receives it: fitted to its dialect, and to its context
+        window by the ``truncation`` rule (``ContextTooLong`` when it does not fit)."""
+        deployment = candidate.deployment
         # The tier is the router's decision: ask the upstream for it only where the deployment
         # serves it natively, never pass on what the client asked.
         body = msgspec.structs.replace(turn.request.body, service_tier=deployment.native_tier or msgspec.UNSET)
         adapted = adapt(turn.conversation, turn.tools, turn.request.tool_choice,
                         dialect=deployment.dialect, team=turn.principal.team, sealer=self.sealer)
-        request = UpstreamRequest(
-            body=body,
-            items=adapted.items,
-            tools=adapted.tools,
-            tool_choice=adapted.tool_choice,
-            instructions=body.instructions if isinstance(body.instructions, str) else None,
-            deployment=deployment,
-            stream=stream,
-        )
+        instructions = body.instructions if isinstance(body.instructions, str) else None
+        window = candidate.spec.context_window
+        items = adapted.items if window is None else fit_conversation(
+            adapted.items, truncation=body.truncation, context_window=window,
+            fixed_tokens=estimate_input_tokens([], instructions=instructions, tools=adapted.tools))
+        request = UpstreamRequest(body=body, items=items, tools=adapted.tools, tool_choice=adapted.tool_choice,
+                                  instructions=instructions, deployment=deployment, stream=stream)
         return request, adapted
 
     async def open(self, turn: Turn, *, stream: bool) -> OpenStream:
@@ -244,9 +247,12 @@ class Engine:
     async def _connect(self, turn: Turn, stream: bool) -> tuple[AsyncGenerator[Delta, None], Delta]:
         last_error: GatewayError | None = None
         for candidate in turn.ticket.route.candidates:
-            deployment = candidate.deployment
-            provider = self.providers[deployment.dialect]
-            request, adapted = self._upstream_request(turn, deployment, stream)
+            provider = self.providers[candidate.deployment.dialect]
+            try:
+                request, adapted = self.upstream_request(turn, candidate, stream=stream)
+            except ContextTooLong as exc:  # a deployment with a larger window may still take it
+                last_error = exc
+                continue
             try:
                 upstream, first = await self._first_delta(turn, candidate, provider, request, adapted)
             except GatewayError as exc:
@@ -293,7 +299,7 @@ class Engine:
         async for attempt in retrying:
             with attempt:
                 turn.attempts += 1
-                upstream = adapted.replies(provider.run(request))
+                upstream = observe_attempt(adapted.replies(provider.run(request)), turn, candidate, request)
                 waited = time.perf_counter()
                 try:
                     first = await anext(upstream)
@@ -315,7 +321,7 @@ class Engine:
         raise AssertionError("unreachable: tenacity reraises")
 
     # -- running -------------------------------------------------------------------------------
-    async def events(self, opened: OpenStream) -> AsyncIterator[list[Event]]:
+    async def events(self, opened: OpenStream) -> AsyncGenerator[list[Event], None]:
         """All events of the response in batches (one per upstream delta), ``response.created``
         first and one terminal event last.
 
@@ -386,6 +392,7 @@ class Engine:
         if turn.settled:
             return
         turn.settled = True
+        turn_settled(turn)
         reported = turn.resource.service_tier if turn.resource.status == "completed" else None
         try:
             await self.gate.settle(turn.ticket, turn.candidate, turn.resource.usage or Usage(),
@@ -396,47 +403,6 @@ class Engine:
     async def _save(self, turn: Turn) -> None:
         resource = turn.resource
         await self.store.save(turn.principal.team, resource, turn.stored_input)
-
-    # -- background ----------------------------------------------------------------------------
-    async def start_background(self, turn: Turn) -> ResponseResource:
-        """Store the response as ``queued`` and run it detached from the request, in this process.
-        Clients poll ``GET /v1/responses/{id}``; every state change is stored."""
-        resource = turn.resource
-        resource.status = "queued"
-        await self._save(turn)
-        snapshot = msgspec.structs.replace(resource, output=[])
-        task = asyncio.create_task(self._run_background(turn), name=f"background {resource.id}")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return snapshot
-
-    async def _run_background(self, turn: Turn) -> None:
-        resource = turn.resource
-        try:
-            resource.status = "in_progress"
-            await self._save(turn)
-            opened = await self.open(turn, stream=False)
-            async for _batch in self.events(opened):
-                pass
-        except GatewayError as exc:
-            ResponseBuilder(resource).fail(exc)
-            await self._save(turn)
-        except asyncio.CancelledError:
-            ResponseBuilder(resource).fail(UpstreamError("The gateway shut down before the response finished.",
-                                                         retryable=True))
-            await asyncio.shield(self._save(turn))
-            raise
-        except Exception as exc:  # never leave a stored response in_progress forever
-            log.exception("background response %s crashed", resource.id)
-            ResponseBuilder(resource).fail(UpstreamError(f"internal error: {type(exc).__name__}", retryable=True))
-            await self._save(turn)
-
-    async def close(self) -> None:
-        """Cancel background work; each cancelled response is stored as failed."""
-        tasks = list(self._background)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def run(self, opened: OpenStream) -> ResponseResource:
         """Non-streaming: the same events, accumulated; a failure becomes the HTTP error."""

@@ -18,10 +18,12 @@ from providers.registry import load_providers
 from proxy.auth import KeyRing, Principal
 from proxy.engine import Engine
 from proxy.errors import AuthenticationFailed, PermissionDenied
+from proxy.jobs import JobRunner, open_job_queue
 from proxy.sealing import Sealer
 from proxy.settings import Settings, TeamConfig
 from proxy.store import ResponseStore, open_store
-from tools import ToolRegistry, isolation_report
+from proxy.telemetry import Telemetry, note_caller
+from tools import ToolRegistry, guarded_session, isolation_report
 
 log = logging.getLogger("interlock")
 
@@ -39,6 +41,8 @@ class Gateway:
     store: ResponseStore
     session: aiohttp.ClientSession
     engine: Engine
+    jobs: JobRunner
+    """Runs background responses; started with the gateway, closed first."""
     simulator_url: str | None = None
     """Where the embedded simulator listens, when it runs."""
     _closers: list[Any] = field(default_factory=list)
@@ -74,18 +78,27 @@ class Gateway:
         gate = Gate.open(policies)
         gate.start()
         closers.append(gate.close)
+        telemetry = Telemetry.start(settings, circuits=gate.circuits,
+                                    upstreams=lambda: policies.current.catalogue.upstreams())
+        closers.append(telemetry.close)
         dialects = {provider.dialect for provider in settings.providers.values()} | {"openai_responses"}
         providers = load_providers(dialects, session)
         registry = ToolRegistry(settings.tools)
         if settings.tools:
             report = isolation_report()
             log.info("tool sandbox: %s", report.mode)
+        # Tools fetch through their own session: only it checks addresses (upstreams are trusted config).
+        fetches = guarded_session(settings.fetch_policy)
+        closers.append(fetches.close)
         engine = Engine(gate=gate, store=store, providers=providers, retry=settings.retry,
                         sealer=Sealer.from_env(settings.seal_key_env), tools=registry, tool_loop=settings.tool_loop,
-                        session=session)
+                        session=fetches)
+        queue = open_job_queue(settings.store, prefix=settings.store_prefix, lease_s=settings.jobs.lease_s)
+        jobs = JobRunner(engine=engine, queue=queue, config=settings.jobs)
+        await jobs.start()
         admins = KeyRing(msgspec.structs.replace(settings, teams={ADMIN: TeamConfig(keys=settings.admin_keys)}))
         return cls(settings=settings, policies=policies, gate=gate, admins=admins, store=store,
-                   session=session, engine=engine, simulator_url=simulator_url, _closers=closers)
+                   session=session, engine=engine, jobs=jobs, simulator_url=simulator_url, _closers=closers)
 
     @property
     def catalogue(self) -> Catalogue:
@@ -93,7 +106,9 @@ class Gateway:
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller of a request, from its ``Authorization`` header; raises the 401."""
-        return self.policies.current.keyring.authenticate(authorization)
+        principal = self.policies.current.keyring.authenticate(authorization)
+        note_caller(principal.team)
+        return principal
 
     def authenticate_admin(self, authorization: str | None) -> Principal:
         """An ``admin_keys`` caller; a team's key gets 403, anything else 401."""
@@ -104,6 +119,6 @@ class Gateway:
             raise PermissionDenied("This endpoint needs an admin key.", code="admin_key_required") from None
 
     async def close(self) -> None:
-        await self.engine.close()
+        await self.jobs.close()
         for closer in reversed(self._closers):
             await closer()

@@ -17,8 +17,9 @@ from msgspec import Meta, Struct
 
 from policies.rules import Rules, Tier
 from proxy.schema.upstream import AuthStyle, Dialect, Quirks, Timeouts
+from proxy.telemetry.config import TelemetryConfig
 from proxy.tool_loop import ToolLoopConfig
-from tools import ToolSpec
+from tools import FetchPolicy, ToolSpec
 
 
 class ConfigError(Exception):
@@ -157,6 +158,28 @@ class CircuitConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """Seconds an open circuit keeps its deployment out before a trial request (half-open)."""
 
 
+class WebSocketConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    max_connection_s: Annotated[float, Meta(gt=0)] = 3600.0
+    """How long a ``/v1/responses`` WebSocket connection may last (OpenAI's limit: 60 minutes).
+    No response starts after it; the client gets ``websocket_connection_limit_reached``."""
+
+
+class JobsConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Background responses (``background: true``), run as jobs (docs/background.md)."""
+
+    workers: Annotated[int, Meta(ge=1)] = 16
+    """Jobs one replica runs at once; the others wait in the queue."""
+    lease_s: Annotated[float, Meta(gt=0)] = 30.0
+    """A replica renews its hold on a running job every third of this; a job whose replica
+    stopped renewing for this long is taken over by another (Redis store only)."""
+    max_attempts: Annotated[int, Meta(ge=1)] = 2
+    """Runs a job gets: a replica that dies or stops mid-job costs one, and the next run starts
+    from the beginning; past this the response is ``failed``."""
+    shutdown_grace_s: Annotated[float, Meta(ge=0)] = 10.0
+    """On shutdown, how long running jobs may take to finish before they are handed back to the
+    queue (Redis) or failed (SQLite)."""
+
+
 class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     listen: Listen = msgspec.field(default_factory=Listen)
     store: str = "sqlite:///./data/interlock.db"
@@ -168,6 +191,9 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     to clients (``encrypted_content``). Every replica needs the same key."""
     max_body_bytes: int = 64 * 1024 * 1024
     """Larger request bodies are refused with 413 before they are decoded."""
+    request_body_timeout_s: Annotated[float, Meta(gt=0)] = 60.0
+    """Seconds a client has to send a request's whole body once its headers are in; a slower one
+    (slowloris) gets 408 and its connection closed."""
     simulator: SimulatorConfig = msgspec.field(default_factory=SimulatorConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
@@ -176,6 +202,9 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     tools: list[ToolSpec] = msgspec.field(default_factory=list)
     """Server-side tools the gateway runs in its sandbox (docs/tools.md)."""
     tool_loop: ToolLoopConfig = msgspec.field(default_factory=ToolLoopConfig)
+    fetch_policy: FetchPolicy = msgspec.field(default_factory=FetchPolicy)
+    """Which non-public addresses the gateway's own fetches (http tools) may reach
+    (docs/security.md)."""
     policies_dir: str | None = None
     """Directory of team policy files (``<team>.yaml``), relative to this file; reloaded on
     SIGHUP and when a file changes. Unset: the ``teams`` section and ``policy`` only."""
@@ -195,6 +224,12 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     admin_keys: list[KeyConfig] = msgspec.field(default_factory=list)
     """Keys of the admin endpoints (usage of any team, ``/v1/policy/explain``); they are no
     team's keys and reach no team's responses."""
+    websocket: WebSocketConfig = msgspec.field(default_factory=WebSocketConfig)
+    """The WebSocket transport of ``/v1/responses`` (docs/websocket.md)."""
+    telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
+    """Traces, metrics and what they may record (docs/observability.md)."""
+    jobs: JobsConfig = msgspec.field(default_factory=JobsConfig)
+    """How background responses run (docs/background.md)."""
 
     def __post_init__(self) -> None:
         for alias, model in self.models.items():

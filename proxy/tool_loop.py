@@ -20,6 +20,7 @@ from msgspec import Struct
 from proxy.ids import new_id
 from proxy.schema.items import FunctionCall, FunctionCallOutput
 from proxy.schema.request import FunctionTool, Tool
+from proxy.telemetry import observe_tool
 from tools import ToolRegistry, ToolSpec, run_tool
 
 
@@ -56,7 +57,8 @@ async def run_calls(calls: Sequence[FunctionCall], specs: dict[str, ToolSpec], *
 
     async def one(call: FunctionCall) -> FunctionCallOutput:
         async with gate:
-            result = await run_tool(specs[call.name], call.arguments, deadline=deadline, session=session)
+            result = await observe_tool(call, run_tool(specs[call.name], call.arguments, deadline=deadline,
+                                                       session=session))
         return FunctionCallOutput(id=new_id("fco"), call_id=call.call_id, output=result.text, status="completed")
 
     return list(await asyncio.gather(*(one(call) for call in calls)))

@@ -92,6 +92,12 @@ def validate_event(event: dict[str, Any], *, opaque_types: frozenset[str] = froz
     _check(component, event)
 
 
+def validate_websocket_error(frame: dict[str, Any]) -> None:
+    """A WebSocket error frame (``WebSocketErrorEvent``), sent where a response's events never started."""
+    assert "sequence_number" not in frame, "a streaming error event, not a WebSocket error frame"
+    _check("WebSocketErrorEvent", frame)
+
+
 def validate_error_body(body: dict[str, Any]) -> None:
     """The HTTP error envelope ``{"error": {"message", "type", "param", "code"}}``."""
     assert set(body) == {"error"}, body

@@ -32,6 +32,7 @@ from tools.isolation import (
     isolation_report,
     read_status,
 )
+from tools.netguard import read_capped, refused_by_policy
 from tools.registry import ToolArgumentsError, ToolSpec, parse_arguments
 
 log = logging.getLogger("interlock.tools")
@@ -67,6 +68,11 @@ class ToolResult(msgspec.Struct, kw_only=True, frozen=True):
         """What the model should get as the ``function_call_output``."""
         return f"Error: {self.error}" if self.error is not None else self.output
 
+    @property
+    def sandbox_failed(self) -> bool:
+        """The sandbox itself failed, not the tool: a fault for the operator (counted in metrics)."""
+        return self.error == _GATEWAY_FAULT
+
 
 async def run_tool(
     spec: ToolSpec,
@@ -80,8 +86,10 @@ async def run_tool(
 
     ``deadline`` is a ``time.monotonic()`` instant the call must not outlive (the request's);
     the call also stops after ``spec.timeout_s``. ``isolation`` overrides the detected mode
-    (``isolation_report()``) for this call. ``session`` is the worker's aiohttp session for http
-    tools; without one a session is opened for the call. Never raises for a tool failure."""
+    (``isolation_report()``) for this call. ``session`` is the gateway's session for http tools,
+    which checks every address against its fetch policy (``tools.netguard.guarded_session``);
+    without one a session with no such check is opened for the call. Never raises for a tool
+    failure."""
     started = time.monotonic()
     try:
         values = parse_arguments(spec, arguments)
@@ -289,12 +297,10 @@ async def _post(spec: ToolSpec, arguments: str, budget: float, session: aiohttp.
             spec.target, data=arguments.encode() or b"{}", headers={"Content-Type": "application/json"},
             allow_redirects=False, timeout=aiohttp.ClientTimeout(total=budget),
         ) as reply:  # fmt: skip
-            body = bytearray()
-            async for chunk in reply.content.iter_chunked(65536):
-                body += chunk
-                if len(body) > spec.max_output_bytes:
-                    error = f"The tool's reply passed the limit of {spec.max_output_bytes} bytes and was discarded."
-                    return ToolResult(error=error, exit_code=reply.status, isolation="gateway")
+            body = await read_capped(reply, spec.max_output_bytes)
+            if body is None:
+                error = f"The tool's reply passed the limit of {spec.max_output_bytes} bytes and was discarded."
+                return ToolResult(error=error, exit_code=reply.status, isolation="gateway")
             text = body.decode("utf-8", "replace")
             if reply.status >= 300:
                 error = f"The tool's service answered HTTP {reply.status}: {text[:500]}"
@@ -305,6 +311,9 @@ async def _post(spec: ToolSpec, arguments: str, budget: float, session: aiohttp.
         return ToolResult(error=error, timed_out=True, isolation="gateway")
     except aiohttp.ClientError as exc:
         log.warning("http tool %s: %s: %s", spec.name, type(exc).__name__, exc)
+        if refused_by_policy(exc):
+            error = "The tool's service is at an address the gateway's fetch policy does not allow."
+            return ToolResult(error=error, isolation="gateway")
         return ToolResult(error=f"The tool's service could not be reached ({type(exc).__name__}).", isolation="gateway")
     finally:
         if own:

@@ -1,4 +1,5 @@
-"""``/v1/responses``: create (JSON or SSE), retrieve, delete, list input items."""
+"""``/v1/responses``: create (JSON or SSE), retrieve (JSON, or a background response's events),
+cancel, delete, list input items."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from proxy.decoding import decode_create_request
 from proxy.engine import Turn
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.gateway import Gateway
+from proxy.jobs import event_stream
 from proxy.schema.codec import encode
 from proxy.schema.response import DeletedResponse, ItemList
 from proxy.streaming import SSE_DONE, SSE_HEADERS, sse_frame
@@ -40,13 +42,19 @@ async def create_response(request: Request) -> Response[bytes] | Stream:
     content_type = request.headers.get("content-type", JSON)
     if "json" not in content_type:
         raise UnsupportedMediaType(f"Send the body as application/json, not '{content_type}'.")
-    parsed = decode_create_request(await request.body())
+    body = await request.body()
+    parsed = decode_create_request(body)
     engine = gateway.engine
     turn = await engine.prepare(principal, parsed, received=received)
     # The body's stream flag alone picks SSE: real clients send Accept: application/json anyway.
     streaming = parsed.body.stream is True
-    if parsed.body.background is True and not streaming:
-        return _json(await engine.start_background(turn))
+    if parsed.body.background is True:
+        queued = await gateway.jobs.submit(turn, body)
+        if not streaming:
+            return _json(queued)
+        # The client follows the job's event log, so the job goes on if it leaves.
+        logged = await event_stream(gateway.store, principal.team, queued.id, after=-1)
+        return Stream(logged, media_type="text/event-stream", headers=SSE_HEADERS)
     opened = await engine.open(turn, stream=streaming)
     if not streaming:
         resource = await engine.run(opened)
@@ -77,17 +85,66 @@ def route_headers(turn: Turn) -> dict[str, str]:
 
 
 @get("/v1/responses/{response_id:str}")
-async def retrieve_response(request: Request) -> Response[bytes]:
+async def retrieve_response(request: Request) -> Response[bytes] | Stream:
+    """The stored response; with ``stream=true`` a background response's events after
+    ``starting_after`` (all of them without it), then the live ones until it ends."""
     response_id = request.path_params["response_id"]
     gateway = _gateway(request)
     principal = gateway.authenticate(request.headers.get("authorization"))
-    if request.query_params.get("stream") in ("true", "1"):
-        raise InvalidRequest("Streaming a stored response back is not available on this gateway yet.",
-                             param="stream", code="unsupported_parameter")
     stored = await gateway.store.load(principal.team, response_id)
     if stored is None:
         raise _not_found(response_id)
-    return _json(stored.response)
+    if request.query_params.get("stream") not in ("true", "1"):
+        return _json(stored.response)
+    if not stored.response.background:
+        raise InvalidRequest("This response cannot be streamed because it was not created with background=true.",
+                             param="stream", code="invalid_value")
+    after = _starting_after(request.query_params.get("starting_after"))
+    frames = await event_stream(gateway.store, principal.team, response_id, after=after)
+    return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+_MAX_SEQUENCE = 2**53
+"""Above any sequence number, and below what every store can compare against."""
+
+
+def _starting_after(text: str | None) -> int:
+    """``starting_after``: a sequence number; -1, from the first event, when absent."""
+    if text is None or text in ("", "null"):
+        return -1
+    try:
+        after = int(text)
+    except ValueError:
+        after = -1
+    if not 0 <= after < _MAX_SEQUENCE:
+        raise InvalidRequest("'starting_after' must be a sequence number: an integer of 0 or more.",
+                             param="starting_after", code="invalid_value")
+    return after
+
+
+_UNCANCELLABLE = {"completed": "a completed", "failed": "a failed", "incomplete": "an incomplete"}
+
+
+@post("/v1/responses/{response_id:str}/cancel", status_code=200)
+async def cancel_response(request: Request) -> Response[bytes]:
+    """Cancel a queued or running background response, as OpenAI answers: the response (now
+    ``cancelled``, without output), the same again for one already cancelled, 400 for one that
+    ended otherwise or was not created with ``background: true``."""
+    response_id = request.path_params["response_id"]
+    gateway = _gateway(request)
+    principal = gateway.authenticate(request.headers.get("authorization"))
+    stored = await gateway.store.load(principal.team, response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    resource = stored.response
+    if not resource.background:
+        raise InvalidRequest("Cannot cancel a synchronous response.", param="response_id")
+    if resource.status in ("queued", "in_progress"):
+        resource = await gateway.jobs.cancel(principal.team, resource)
+    ended = _UNCANCELLABLE.get(resource.status)
+    if ended is not None:
+        raise InvalidRequest(f"Cannot cancel {ended} response.", param="response_id")
+    return _json(resource)
 
 
 @delete("/v1/responses/{response_id:str}", status_code=200)

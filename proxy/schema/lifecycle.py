@@ -45,6 +45,17 @@ class WebSocketResponseCreate(CreateResponseBody, tag_field="type", tag="respons
     generate: bool | UnsetType = UNSET
 
 
+class WebSocketFrameHead(Struct, kw_only=True):
+    """What the WebSocket transport reads of a ``WebSocketResponseCreate`` frame before the rest
+    is decoded leniently as a create body (``proxy.decoding``): its type, ``generate``, and the
+    ``previous_response_id`` that a failed turn evicts even when the rest of the frame is invalid.
+    ``type`` is a plain field, not a tag, so that a frame without one is refused."""
+
+    type: Literal["response.create"]
+    generate: bool | UnsetType = UNSET
+    previous_response_id: str | UnsetType | None = UNSET
+
+
 class WebSocketErrorDetail(Struct, kw_only=True):
     code: str
     message: str
