@@ -152,7 +152,12 @@ async def delete_response(request: Request) -> Response[bytes]:
     response_id = request.path_params["response_id"]
     gateway = _gateway(request)
     principal = gateway.authenticate(request.headers.get("authorization"))
-    if not await gateway.store.delete(principal.team, response_id):
+    stored = await gateway.store.load(principal.team, response_id)
+    if stored is not None and stored.response.status in ("queued", "in_progress"):
+        # Its job would store it again when it ends: it has to end first.
+        raise InvalidRequest("Cannot delete a response that is still running; cancel it first.",
+                             param="response_id", code="response_in_progress")
+    if stored is None or not await gateway.store.delete(principal.team, response_id):
         raise _not_found(response_id)
     return _json(DeletedResponse(id=response_id))
 

@@ -153,6 +153,8 @@ def test_cancel_stops_a_running_response(api: Api, api_b: Api, running: RunningG
     follower = Follower(running.base_url, queued["id"])
     follower.wait_for("response.output_text.delta")
     cancel(api_b, queued["id"], expect=404)  # another team's
+    refused = api.delete(f"/v1/responses/{queued['id']}", expect=400)  # its job would store it again
+    assert refused["error"]["code"] == "response_in_progress"
 
     asked = time.monotonic()
     cancelled = cancel(api, queued["id"])
@@ -169,6 +171,7 @@ def test_cancel_stops_a_running_response(api: Api, api_b: Api, running: RunningG
     assert api.get(f"/v1/responses/{queued['id']}")["status"] == "cancelled"
     assert cancel(api, queued["id"]) == api.get(f"/v1/responses/{queued['id']}")  # idempotent
     assert events_of(api, queued["id"]) == events
+    api.delete(f"/v1/responses/{queued['id']}")
 
 
 def test_cancel_while_queued_ends_it_at_once(api: Api) -> None:
