@@ -6,8 +6,8 @@ framing itself (blank lines for SSE, newlines for NDJSON).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from email.utils import parsedate_to_datetime
@@ -20,11 +20,14 @@ from providers.base import PreparedCall
 from proxy.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from proxy.schema.deltas import Delta
 from proxy.schema.upstream import Deployment
+from proxy.telemetry import with_trace_context
 
 _json_encode = msgspec.json.Encoder().encode
 ErrorMapper = Callable[[int, Mapping[str, str], bytes], GatewayError]
 MAX_MESSAGE = 2000
 """The most characters of an upstream error message that travel on to the caller."""
+SSEEvent = tuple[str | None, bytes]
+"""An SSE event's ``event:`` name (``None`` when it has none) and its ``data:`` lines joined by LF."""
 
 
 def new_session(limit: int = 0) -> aiohttp.ClientSession:
@@ -87,11 +90,10 @@ async def send(session: aiohttp.ClientSession, call: PreparedCall, deployment: D
     failures become retryable upstream errors. Nothing here logs the request headers.
     """
     timeouts = deployment.timeouts
-    timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.idle)
+    timeout = _until_headers(timeouts.total, timeouts.connect, timeouts.first_byte)
     try:
-        async with asyncio.timeout(timeouts.first_byte):
-            response = await session.request(call.method, call.url, data=_json_encode(call.body),
-                                             headers=call.headers, timeout=timeout)
+        response = await session.request(call.method, call.url, data=_json_encode(call.body),
+                                          headers=with_trace_context(call.headers), timeout=timeout)
     except TimeoutError as exc:
         raise UpstreamTimeout(f"{deployment.provider} did not answer within {timeouts.first_byte:g}s") from exc
     except aiohttp.ClientConnectorError as exc:
@@ -106,7 +108,25 @@ async def send(session: aiohttp.ClientSession, call: PreparedCall, deployment: D
         finally:
             response.release()
         raise map_error(response.status, response.headers, body)
+    _read_idle(response, timeouts.idle)
     return response
+
+
+@functools.lru_cache(maxsize=256)
+def _until_headers(total: float, connect: float, first_byte: float) -> aiohttp.ClientTimeout:
+    """The request's timeouts, built once per distinct deployment setting. aiohttp's read timeout
+    starts once the body is sent, so until the headers it is the ``first_byte`` bound."""
+    return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=first_byte)
+
+
+def _read_idle(response: aiohttp.ClientResponse, idle: float) -> None:
+    """From the headers on, bound the gaps between chunks by ``idle`` instead, counted from now.
+    No connection: the body has already arrived whole."""
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    if protocol is not None:
+        protocol.read_timeout = idle
+        protocol.start_timeout()
 
 
 async def read_body(response: aiohttp.ClientResponse, provider: str) -> bytes:
@@ -129,6 +149,22 @@ async def read_json(response: aiohttp.ClientResponse, provider: str) -> tuple[by
     return raw, reply
 
 
+def counting_call(call: PreparedCall, deployment: Deployment, path: str, fields: frozenset[str]) -> PreparedCall:
+    """``call`` (a translated request) aimed at the dialect's token-counting ``path`` instead, its
+    body cut to the ``fields`` that endpoint takes; headers stay as they are."""
+    return msgspec.structs.replace(call, url=join_url(deployment.base_url, path, deployment.query),
+                                   body={name: value for name, value in call.body.items() if name in fields})
+
+
+async def read_token_count(response: aiohttp.ClientResponse, provider: str, field: str) -> int:
+    """The count a token-counting endpoint sent in ``field``; anything else is an upstream error."""
+    _, reply = await read_json(response, provider)
+    value = reply.get(field)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise UpstreamError(f"{provider} sent no token count")
+    return value
+
+
 @contextlib.contextmanager
 def stream_errors(response: aiohttp.ClientResponse, provider: str) -> Iterator[None]:
     """Around the reading of a streamed reply: a stall or a cut becomes the gateway's upstream
@@ -144,26 +180,17 @@ def stream_errors(response: aiohttp.ClientResponse, provider: str) -> Iterator[N
         response.close()
 
 
-async def iter_sse(response: aiohttp.ClientResponse, provider: str) -> AsyncIterator[tuple[str | None, bytes]]:
+async def iter_sse(response: aiohttp.ClientResponse, provider: str) -> AsyncIterator[SSEEvent]:
     """Yield ``(event, data)`` per SSE event; comments and keep-alives are skipped.
 
     Closes the upstream connection when the consumer stops early (client went away)."""
-    buffer = b""
+    decoder = SSEDecoder()
     with stream_errors(response, provider):
         async for chunk in response.content.iter_any():
-            buffer += chunk
-            while True:
-                end, sep_len = _find_event_end(buffer)
-                if end < 0:
-                    break
-                block, buffer = buffer[:end], buffer[end + sep_len:]
-                parsed = _parse_sse_block(block)
-                if parsed is not None:
-                    yield parsed
-        if buffer.strip():
-            parsed = _parse_sse_block(buffer)
-            if parsed is not None:
-                yield parsed
+            for event in decoder.feed(chunk):
+                yield event
+        for event in decoder.finish():
+            yield event
 
 
 async def iter_ndjson(response: aiohttp.ClientResponse, provider: str) -> AsyncGenerator[bytes, None]:
@@ -190,7 +217,7 @@ class EventDecoder(Protocol):
     def close(self) -> list[Delta]: ...
 
 
-async def decode_events(events: AsyncIterator[tuple[str | None, bytes]],
+async def decode_events(events: AsyncIterator[SSEEvent],
                         decoder: EventDecoder) -> AsyncGenerator[Delta, None]:
     """The deltas of one streamed turn: ``decoder`` fed the events of ``iter_sse`` until it is
     ``done``, then closed."""
@@ -208,26 +235,74 @@ async def decode_events(events: AsyncIterator[tuple[str | None, bytes]],
         yield delta
 
 
-def _find_event_end(buffer: bytes) -> tuple[int, int]:
-    best, best_len = -1, 0
-    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
-        index = buffer.find(sep)
-        if index >= 0 and (best < 0 or index < best):
-            best, best_len = index, len(sep)
-    return best, best_len
+class SSEDecoder:
+    """Incremental Server-Sent Events framing: byte chunks in, whole events out.
+
+    Lines may end in LF, CRLF or CR (a CRLF may be split across chunks); a blank line ends an
+    event; comment lines, ``id:``/``retry:`` fields and events without ``data:`` are dropped.
+    Linear in the bytes fed: each chunk is searched once and an event spread over many chunks
+    is joined once, however small the chunks or large the event."""
+
+    __slots__ = ("_held_cr", "_pending")
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
+        """Line-end-normalised chunks of the event not yet ended."""
+        self._held_cr = False
+        """The last chunk ended in CR, kept until the next byte says whether it begins a CRLF: so
+        a CRLF stream's event ends on its last byte, as it always did (only CR-only streams,
+        which no upstream sends, would see an event wait for the next chunk)."""
+
+    def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
+        """The events that ``chunk`` completes, in order, each parsed when it is drawn: the first
+        goes on before the rest of a large read is parsed."""
+        if self._held_cr:
+            self._held_cr = False
+            chunk = b"\r" + chunk
+        if b"\r" in chunk:
+            if chunk[-1] == 13:
+                self._held_cr = True
+                chunk = chunk[:-1]
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if not chunk:
+            return iter(())
+        pending = self._pending
+        ends_event = b"\n\n" in chunk or (chunk[0] == 10 and bool(pending) and pending[-1][-1] == 10)
+        pending.append(chunk)
+        if not ends_event:
+            return iter(())
+        *blocks, rest = b"".join(pending).split(b"\n\n")
+        self._pending = [rest] if rest else []
+        return (event for block in blocks if (event := _parse_sse_block(block)) is not None)
+
+    def finish(self) -> list[SSEEvent]:
+        """The last event when the stream ended without its blank line (lenient, as upstreams
+        that omit it are still understood)."""
+        rest = b"".join(self._pending)
+        self._pending, self._held_cr = [], False
+        event = _parse_sse_block(rest) if rest.strip() else None
+        return [event] if event is not None else []
 
 
-def _parse_sse_block(block: bytes) -> tuple[str | None, bytes] | None:
+def _parse_sse_block(block: bytes) -> SSEEvent | None:
+    """One event's lines (LF-separated, no blank line inside)."""
+    # The usual events first: one data line, without or after a name.
+    if block[:6] == b"data: " and b"\n" not in block:
+        return None, block[6:]
+    if block[:7] == b"event: ":
+        name, _, rest = block.partition(b"\n")
+        if rest[:6] == b"data: " and b"\n" not in rest:
+            return name[7:].strip().decode("utf-8", "replace"), rest[6:]
     event: str | None = None
     data: list[bytes] = []
-    for raw_line in block.splitlines():
-        if not raw_line or raw_line.startswith(b":"):
+    for line in block.split(b"\n"):
+        if not line or line[0] == 58:  # blank, or a ":" comment
             continue
-        field, _, value = raw_line.partition(b":")
-        if value.startswith(b" "):
+        field, _, value = line.partition(b":")
+        if value[:1] == b" ":
             value = value[1:]
         if field == b"data":
-            data.append(value.rstrip(b"\r"))
+            data.append(value)
         elif field == b"event":
             event = value.strip().decode("utf-8", "replace")
     if not data:

@@ -8,8 +8,10 @@ recordings in ``shared/fixtures/providers``; today:
 * ``POST /v1/chat/completions`` (``openai_chat``: JSON, or SSE ending in ``data: [DONE]``, with
   a usage chunk when ``stream_options.include_usage`` is true),
 
-and, whatever the dialects, ``GET /v1/models`` and ``GET``/``DELETE /_sim/requests`` (the last
-requests received, so tests can assert what the gateway sent upstream).
+each dialect's token-counting endpoint where the real service has one (``count_reply``: the
+same count as a reply's input tokens), and, whatever the dialects, ``GET /v1/models`` and
+``GET``/``DELETE /_sim/requests`` (the last requests received, so tests can assert what the
+gateway sent upstream).
 
 What it answers (the same request always gets the same reply; only ids and timestamps vary):
 
@@ -125,6 +127,8 @@ _READ_ERRORS = (AttributeError, TypeError, KeyError, ValueError)
 """What ``SimDialect.read`` raises for a field of the wrong JSON type somewhere in the body."""
 
 _decode = msgspec.json.Decoder().decode
+DEFAULT_BACKLOG = 128
+"""aiohttp's own default listen backlog."""
 
 
 # ---------------------------------------------------------------- deciding the reply
@@ -259,6 +263,9 @@ async def _serve(request: web.Request, dialect: SimDialect) -> web.StreamRespons
         if replaced is not None:
             return replaced
     try:
+        counted = dialect.count_reply(body, request)
+        if counted is not None:
+            return web.Response(body=counted, content_type="application/json")
         turn = dialect.read(body, request)
     except BadRequest as exc:
         return error_response(dialect, 400, str(exc))
@@ -315,7 +322,7 @@ def _add_dialects(app: web.Application, dialects: Sequence[SimDialect]) -> None:
     owners: dict[tuple[str, str], str] = {route: "the simulator" for route in _RESERVED_ROUTES}
     for dialect in dialects:
         handle = _handler(dialect)
-        for method, path in dialect.routes:
+        for method, path in (*dialect.routes, *dialect.count_routes):
             route = (method.upper(), path)
             if route in owners:
                 raise ValueError(f"{dialect.name} and {owners[route]} both claim {route[0]} {path}")
@@ -352,13 +359,15 @@ class RunningSimulator:
 
 
 async def start_simulator(
-    host: str = "127.0.0.1", port: int = 0, options: SimulatorOptions | None = None
+    host: str = "127.0.0.1", port: int = 0, options: SimulatorOptions | None = None, *, backlog: int = DEFAULT_BACKLOG
 ) -> RunningSimulator:
-    """Serve a simulator on ``host:port`` (port 0 picks a free one) until ``close()``."""
+    """Serve a simulator on ``host:port`` (port 0 picks a free one) until ``close()``. ``backlog``:
+    connections the kernel completes before the simulator accepts them (capped by the system's
+    ``net.core.somaxconn``); a client beyond it waits a SYN retransmission, a second or more."""
     # handler_cancellation: a client that gives up on a stalled reply ends its handler too.
     runner = web.AppRunner(create_app(options), handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, backlog=backlog)
     try:
         await site.start()
     except BaseException:
@@ -376,8 +385,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-async def _serve_forever(host: str, port: int, options: SimulatorOptions) -> None:
-    simulator = await start_simulator(host, port, options)
+async def _serve_forever(host: str, port: int, options: SimulatorOptions, backlog: int) -> None:
+    simulator = await start_simulator(host, port, options, backlog=backlog)
     print(f"interlock simulator listening on {simulator.url}", flush=True)
     try:
         await asyncio.Event().wait()
@@ -395,9 +404,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each reply")
     parser.add_argument("--token-delay-ms", type=float, default=0.0, help="delay between streamed events")
     parser.add_argument("--api-key", default=None, help="require this bearer token")
+    parser.add_argument("--backlog", type=int, default=DEFAULT_BACKLOG,
+                        help="connections queued before being accepted; raise it for load tests that open "
+                             "hundreds of connections at once")
     args = parser.parse_args(argv)
     options = SimulatorOptions(latency_ms=args.latency_ms, token_delay_ms=args.token_delay_ms, api_key=args.api_key)
     # Ctrl-C is how this command is meant to stop.
     with asyncio.Runner(loop_factory=_loop_factory()) as runner, contextlib.suppress(KeyboardInterrupt):
-        runner.run(_serve_forever(args.host, args.port, options))
+        runner.run(_serve_forever(args.host, args.port, options, args.backlog))
     return 0

@@ -15,7 +15,14 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from proxy.body_deadline import body_deadline_middleware
 from proxy.errors import GatewayError
 from proxy.gateway import Gateway
-from proxy.http_errors import handle_gateway_error, handle_http_exception, handle_unexpected
+from proxy.http_errors import (
+    STORE_OUTAGES,
+    handle_gateway_error,
+    handle_http_exception,
+    handle_store_outage,
+    handle_unexpected,
+)
+from proxy.overload import overload_middleware
 from proxy.routes.admin import explain_policy, list_usage
 from proxy.routes.health import healthz, readyz
 from proxy.routes.lifecycle import compact_response, count_response_input_tokens
@@ -77,9 +84,10 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> Litest
                         prometheus_metrics, openapi_document],
         lifespan=[lifespan],
         middleware=[request_id_middleware, *telemetry_middleware(settings.telemetry),
+                    overload_middleware(settings.listen.max_in_flight),
                     body_deadline_middleware(settings.request_body_timeout_s)],
         exception_handlers={GatewayError: handle_gateway_error, HTTPException: handle_http_exception,
-                            Exception: handle_unexpected},
+                            **dict.fromkeys(STORE_OUTAGES, handle_store_outage), Exception: handle_unexpected},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
         logging_config=None,  # the process's logging is the CLI's (JSON lines); Litestar's default would replace it

@@ -1,5 +1,5 @@
 """API-key authentication. Keys are configured as SHA-256 digests, so the config file holds no
-secret; a request's key is hashed once and looked up."""
+secret; a request's key is hashed and looked up, once per key and key ring."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ class KeyRing:
             for team, config in settings.teams.items()
             for key in config.keys
         }
+        self._known: dict[str, Principal] = {}
+        """Keys that authenticated before. Only a configured key gets in, so it holds at most one
+        entry per key. A lookup compares the key's bytes only after its hash matched, a hash
+        keyed per process, so how long a wrong key takes tells nothing about a right one."""
 
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -36,7 +40,10 @@ class KeyRing:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationFailed("The Authorization header must be 'Bearer <key>'.")
-        principal = self._by_digest.get(hash_key(token))
+        principal = self._known.get(token)
         if principal is None:
-            raise AuthenticationFailed("Incorrect API key provided.")
+            principal = self._by_digest.get(hash_key(token))
+            if principal is None:
+                raise AuthenticationFailed("Incorrect API key provided.")
+            self._known[token] = principal
         return principal

@@ -18,9 +18,14 @@ from proxy.telemetry import configure_logging, log_config
 def app_from_env() -> Litestar:
     """uvicorn factory: each worker process loads the config named by ``INTERLOCK_CONFIG``."""
     from proxy.app import create_app
+    from proxy.runtime import tune_gc
 
     path = default_config_path()
-    return create_app(load_settings(path), config_path=path)
+    app = create_app(load_settings(path), config_path=path)
+    # Here, not in create_app: a worker process tunes its collector once; gateways embedded in
+    # another process (tests) leave the host's alone.
+    app.on_startup.append(tune_gc)
+    return app
 
 
 def _serve(args: argparse.Namespace) -> int:

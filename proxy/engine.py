@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import aiohttp
 import msgspec
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
+from policies.backend import UNREACHABLE
 from policies.catalogue import CatalogueModel
 from policies.gate import Gate, Ticket, estimate_tokens
 from policies.router import Candidate
@@ -274,9 +275,8 @@ class Engine:
         config = self.retry
         patience = max(config.backoff_max, candidate.max_wait_s)
 
-        def wait(state: RetryCallState) -> float:
-            backoff = min(config.backoff_base * (2 ** (state.attempt_number - 1)), config.backoff_max)
-            exc = state.outcome.exception() if state.outcome else None
+        def pause(attempt_number: int, exc: BaseException | None) -> float:
+            backoff = min(config.backoff_base * (2 ** (attempt_number - 1)), config.backoff_max)
             hinted = getattr(exc, "retry_after", None)
             return max(backoff, hinted) if isinstance(hinted, int | float) else backoff
 
@@ -287,38 +287,51 @@ class Engine:
             # for capacity (flex).
             return exc.retry_after is None or exc.retry_after <= patience
 
-        retrying = AsyncRetrying(stop=stop_after_attempt(max(config.attempts, 1)), wait=wait,
-                                 retry=retry_if_exception(should_retry), reraise=True)
+        # The first attempt runs without the retry machinery: it is the one that nearly always
+        # answers, and building tenacity's state costs more than the rest of the attempt.
         try:
-            return await self._attempts(retrying, turn, candidate, provider, request, adapted)
+            return await self._attempt(turn, candidate, provider, request, adapted)
+        except GatewayError as exc:
+            if config.attempts <= 1 or not should_retry(exc):
+                raise
+            first_pause = pause(1, exc)
+        turn.waited_s += first_pause
+        await asyncio.sleep(first_pause)
+        retrying = AsyncRetrying(stop=stop_after_attempt(config.attempts - 1), reraise=True,
+                                 wait=lambda state: pause(state.attempt_number + 1,
+                                                          state.outcome.exception() if state.outcome else None),
+                                 retry=retry_if_exception(should_retry))
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(turn, candidate, provider, request, adapted)
         finally:
             turn.waited_s += retrying.statistics.get("idle_for", 0.0)
-
-    async def _attempts(self, retrying: AsyncRetrying, turn: Turn, candidate: Candidate, provider: Provider,
-                        request: UpstreamRequest, adapted: Adapted) -> tuple[AsyncGenerator[Delta, None], Delta]:
-        async for attempt in retrying:
-            with attempt:
-                turn.attempts += 1
-                upstream = observe_attempt(adapted.replies(provider.run(request)), turn, candidate, request)
-                waited = time.perf_counter()
-                try:
-                    first = await anext(upstream)
-                except StopAsyncIteration:
-                    await self.gate.report(candidate, False)
-                    raise UpstreamError("the upstream ended its reply without content") from None
-                except GatewayError as exc:
-                    await upstream.aclose()
-                    if exc.retryable:  # the caller's own errors say nothing of the deployment's health
-                        await self.gate.report(candidate, False)
-                    raise
-                except BaseException:
-                    await upstream.aclose()
-                    raise
-                finally:
-                    turn.waited_s += time.perf_counter() - waited
-                await self.gate.report(candidate, True)
-                return upstream, first
         raise AssertionError("unreachable: tenacity reraises")
+
+    async def _attempt(self, turn: Turn, candidate: Candidate, provider: Provider, request: UpstreamRequest,
+                       adapted: Adapted) -> tuple[AsyncGenerator[Delta, None], Delta]:
+        """One call of ``candidate``, up to its first delta; its outcome goes to the circuit."""
+        turn.attempts += 1
+        upstream = observe_attempt(adapted.replies(provider.run(request)), turn, candidate, request)
+        waited = time.perf_counter()
+        try:
+            first = await anext(upstream)
+        except StopAsyncIteration:
+            await self.gate.report(candidate, False)
+            raise UpstreamError("the upstream ended its reply without content") from None
+        except GatewayError as exc:
+            await upstream.aclose()
+            if exc.retryable:  # the caller's own errors say nothing of the deployment's health
+                await self.gate.report(candidate, False)
+            raise
+        except BaseException:
+            await upstream.aclose()
+            raise
+        finally:
+            turn.waited_s += time.perf_counter() - waited
+        await self.gate.report(candidate, True)
+        return upstream, first
 
     # -- running -------------------------------------------------------------------------------
     async def events(self, opened: OpenStream) -> AsyncGenerator[list[Event], None]:
@@ -402,7 +415,14 @@ class Engine:
 
     async def _save(self, turn: Turn) -> None:
         resource = turn.resource
-        await self.store.save(turn.principal.team, resource, turn.stored_input)
+        try:
+            await self.store.save(turn.principal.team, resource, turn.stored_input)
+        except UNREACHABLE:
+            if resource.background:
+                raise  # its job's lease lapses and a later run stores it
+            # The client still gets the answer it paid for, saying it was not stored.
+            log.warning("response %s could not be stored: the store is unreachable", resource.id)
+            resource.store = False
 
     async def run(self, opened: OpenStream) -> ResponseResource:
         """Non-streaming: the same events, accumulated; a failure becomes the HTTP error."""

@@ -8,7 +8,10 @@ item gets its ``output_item.done`` before the terminal event.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -18,6 +21,7 @@ from proxy.errors import GatewayError, UpstreamError
 from proxy.ids import new_id
 from proxy.schema import deltas as d
 from proxy.schema import events as ev
+from proxy.schema.codec import encode
 from proxy.schema.content import OutputText, ReasoningText, Refusal, SummaryText
 from proxy.schema.items import FunctionCall, Message, OpaqueItem, OutputItem, Reasoning
 from proxy.schema.response import IncompleteDetails, ResponseError, ResponseResource, Usage
@@ -142,12 +146,16 @@ class ResponseBuilder:
             total.add(self._turn_usage)
         return total
 
-    def _open(self, key: d.ItemKey, kind: str, item: Any, added: Any) -> tuple[_OpenItem, list[Event]]:
+    def _opened(self, key: d.ItemKey, kind: str) -> _OpenItem | None:
+        """The ``kind`` item open under ``key``; None while ``key`` is new. Checked before a new
+        item is built: most deltas continue an item."""
         existing = self._items.get(key)
-        if existing is not None:
-            if existing.kind != kind or existing.closed:
-                raise UpstreamError(f"upstream stream is inconsistent: item {key!r} reused as {kind}")
-            return existing, []
+        if existing is not None and (existing.kind != kind or existing.closed):
+            raise UpstreamError(f"upstream stream is inconsistent: item {key!r} reused as {kind}")
+        return existing
+
+    def _open(self, key: d.ItemKey, kind: str, item: Any, added: Any) -> tuple[_OpenItem, list[Event]]:
+        """Open a new item under ``key``, which ``_opened`` found new."""
         out = self._close_current()
         output = self.resource.output
         opened = _OpenItem(index=len(output), item=item, kind=kind)
@@ -213,6 +221,9 @@ class ResponseBuilder:
                 self._ev(ev.ReasoningSummaryPartDone, summary_index=index, part=part, **common)]
 
     def _message(self, key: d.ItemKey, item_id: Any, phase: Any = msgspec.UNSET) -> tuple[_OpenItem, list[Event]]:
+        opened = self._opened(key, "message")
+        if opened is not None:
+            return opened, []
         ident = item_id if isinstance(item_id, str) else new_id("msg")
         live = Message(id=ident, role="assistant", status="in_progress", content=[], phase=phase)
         added = Message(id=ident, role="assistant", status="in_progress", content=[], phase=phase)
@@ -259,6 +270,9 @@ class ResponseBuilder:
                          annotation=delta.annotation)]
 
     def _reasoning(self, key: d.ItemKey, item_id: Any) -> tuple[_OpenItem, list[Event]]:
+        opened = self._opened(key, "reasoning")
+        if opened is not None:
+            return opened, []
         ident = item_id if isinstance(item_id, str) else new_id("rs")
         return self._open(key, "reasoning", Reasoning(id=ident, summary=[]), Reasoning(id=ident, summary=[]))
 
@@ -298,6 +312,8 @@ class ResponseBuilder:
         return out
 
     def _on_tool_call_start(self, delta: d.ToolCallStart) -> list[Event]:
+        if self._opened(delta.key, "function_call") is not None:
+            return []
         ident = delta.item_id if isinstance(delta.item_id, str) else new_id("fc")
         live = FunctionCall(id=ident, call_id=delta.call_id, name=delta.name, arguments="", status="in_progress")
         added = FunctionCall(id=ident, call_id=delta.call_id, name=delta.name, arguments="", status="in_progress")
@@ -386,9 +402,10 @@ SSE_HEADERS = {
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-_EVENT_NAMES: dict[type, bytes] = {
-    cls: str(cls.__struct_config__.tag).encode() for cls in ev.StreamEvent.__args__
+_FRAME_HEADS: dict[type, bytes] = {
+    cls: b"event: " + str(cls.__struct_config__.tag).encode() + b"\ndata: " for cls in ev.StreamEvent.__args__
 }
+"""What precedes the JSON in each event type's frame, built once."""
 
 
 def event_type(event: Event) -> str:
@@ -399,7 +416,60 @@ def event_type(event: Event) -> str:
 
 def sse_frame(event: Event, payload: bytes) -> bytes:
     """One SSE event whose ``event:`` line equals the JSON ``type``."""
-    name = _EVENT_NAMES.get(type(event))
-    if name is None:
-        name = event_type(event).encode()
-    return b"event: " + name + b"\ndata: " + payload + b"\n\n"
+    head = _FRAME_HEADS.get(type(event))
+    if head is None:
+        head = b"event: " + event_type(event).encode() + b"\ndata: "
+    return head + payload + b"\n\n"
+
+
+_BATCHES_AHEAD = 64
+"""Encoded batches the events may run ahead of the client; a slower client holds the upstream."""
+
+
+async def sse_body(batches: AsyncIterator[list[Event]]) -> AsyncGenerator[bytes, None]:
+    """The SSE body of ``batches`` (``Engine.events``), then ``[DONE]``: the same bytes as each
+    batch framed in turn, but after the first batch, whatever is ready when a write ends goes
+    out as one write. One upstream read often carries dozens of events, and every write is a
+    system call.
+
+    The batches are drawn in a task of their own; closing this body (the client went away)
+    cancels it and closes ``batches``. An error drawing them is raised here, after what came
+    before it."""
+    ready: asyncio.Queue[bytes | BaseException] = asyncio.Queue(_BATCHES_AHEAD)
+
+    async def draw() -> None:
+        try:
+            first = True
+            async for batch in batches:
+                await ready.put(b"".join([sse_frame(event, encode(event)) for event in batch]))
+                if first:  # response.created goes out at once, not with what follows it
+                    first = False
+                    await asyncio.sleep(0)
+            await ready.put(SSE_DONE)
+        except Exception as exc:
+            await ready.put(exc)
+        finally:
+            aclose = getattr(batches, "aclose", None)
+            if aclose is not None:  # cancelled between batches: release the upstream now
+                await aclose()
+
+    drawing = asyncio.create_task(draw())
+    try:
+        while True:
+            item = await ready.get()
+            chunks: list[bytes] = []
+            while isinstance(item, bytes):
+                chunks.append(item)
+                if item is SSE_DONE or ready.empty():
+                    break
+                item = ready.get_nowait()
+            if chunks:
+                yield b"".join(chunks)
+            if isinstance(item, BaseException):
+                raise item
+            if item is SSE_DONE:
+                return
+    finally:
+        drawing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drawing

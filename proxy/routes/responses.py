@@ -4,7 +4,6 @@ cancel, delete, list input items."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Literal, cast
 
 from litestar import Request, Response, delete, get, post
@@ -17,7 +16,7 @@ from proxy.gateway import Gateway
 from proxy.jobs import event_stream
 from proxy.schema.codec import encode
 from proxy.schema.response import DeletedResponse, ItemList
-from proxy.streaming import SSE_DONE, SSE_HEADERS, sse_frame
+from proxy.streaming import SSE_HEADERS, sse_body
 
 JSON = "application/json"
 
@@ -60,12 +59,8 @@ async def create_response(request: Request) -> Response[bytes] | Stream:
         resource = await engine.run(opened)
         return Response(encode(resource), media_type=JSON, headers=route_headers(turn))
 
-    async def frames() -> AsyncIterator[bytes]:
-        async for batch in engine.events(opened):
-            yield b"".join(sse_frame(event, encode(event)) for event in batch)
-        yield SSE_DONE
-
-    return Stream(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **route_headers(turn)})
+    return Stream(sse_body(engine.events(opened)), media_type="text/event-stream",
+                  headers={**SSE_HEADERS, **route_headers(turn)})
 
 
 def route_headers(turn: Turn) -> dict[str, str]:

@@ -27,6 +27,8 @@ SHORT_INPUT = "Hello there, how are you today?"
 # so a streamed reply to this carries about 100 more events than one to SHORT_INPUT.
 LONG_INPUT = " ".join("abcdefghij"[i % 10] for i in range(100))
 REPO = Path(__file__).resolve().parents[2]
+SIMULATOR_BACKLOG = 4096
+"""The simulator's listen backlog (Linux caps it at ``net.core.somaxconn``, 4096 by default)."""
 
 # How each target is started and asked; ``gateway-chat`` and ``direct-chat`` share the process
 # of ``gateway`` and ``direct``.
@@ -82,7 +84,10 @@ def start_simulator(procs: Processes, name: str, *, cores: str | None, latency_m
                     token_delay_ms: float = 0.0) -> tuple[Proc, str]:
     """``interlock simulate`` on a free loopback port; the process and its base URL (no ``/v1``)."""
     port = free_port()
-    argv = [python(), "-m", "proxy.cli", "simulate", "--host", "127.0.0.1", "--port", str(port)]
+    # A backlog above the largest burst of new connections (256 closed-loop connections, thousands
+    # of held streams): a connection the kernel drops waits a second for its SYN retry.
+    argv = [python(), "-m", "proxy.cli", "simulate", "--host", "127.0.0.1", "--port", str(port),
+            "--backlog", str(SIMULATOR_BACKLOG)]
     if latency_ms:
         argv += ["--latency-ms", f"{latency_ms:g}"]
     if token_delay_ms:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import sys
 import textwrap
 import time
@@ -594,6 +595,31 @@ async def test_cli_serves_until_interrupted(http: aiohttp.ClientSession) -> None
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.parametrize(("backlog", "handshakes"), [(2, 3), (32, 8)])
+async def test_backlog_bounds_connections_waiting_to_be_accepted(backlog: int, handshakes: int) -> None:
+    simulator = await start_simulator(backlog=backlog)
+    port = int(simulator.url.rsplit(":", 1)[1])
+    sockets: list[socket.socket] = []
+    completed = 0
+    try:
+        # Blocking connects: the event loop cannot accept meanwhile, so only the kernel's queue
+        # (the backlog, plus one on Linux) completes handshakes; the rest wait for a SYN retry.
+        for _ in range(8):
+            sock = socket.socket()
+            sock.settimeout(0.3)
+            sockets.append(sock)
+            try:
+                sock.connect(("127.0.0.1", port))
+                completed += 1
+            except OSError:  # timed out (SYN dropped), or refused where the kernel resets instead
+                pass
+    finally:
+        for sock in sockets:
+            sock.close()
+        await simulator.close()
+    assert completed == handshakes
 
 
 # ---------------------------------------------------------------- dialect discovery

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from proxy.schema import deltas as d
 from proxy.schema.codec import encode
 from proxy.schema.content import UrlCitation
 from proxy.schema.response import InputTokensDetails, OutputTokensDetails, ResponseResource, Usage
-from proxy.streaming import ResponseBuilder, sse_frame
+from proxy.streaming import SSE_DONE, Event, ResponseBuilder, sse_body, sse_frame
 from tests.spec_validation import parse_sse, validate_resource, validate_stream
 
 
@@ -134,3 +136,95 @@ def test_sse_frame_event_line_matches_type() -> None:
     frame = sse_frame(builder.start()[0], b'{"type":"response.created"}')
     events, saw_done = parse_sse(frame.decode())
     assert events == [{"type": "response.created"}] and not saw_done
+
+
+def test_a_key_reused_for_another_kind_or_after_its_item_closed_is_an_error() -> None:
+    builder = ResponseBuilder(ResponseResource(id="resp_1", created_at=1, model="m"))
+    builder.start()
+    builder.feed(d.ToolCallStart(key=0, call_id="c", name="f"))
+    assert builder.feed(d.ToolCallStart(key=0, call_id="c", name="f")) == [], "a repeated start continues the call"
+    with pytest.raises(UpstreamError, match="reused as message"):
+        builder.feed(d.TextDelta(key=0, text="x"))
+    builder.feed(d.TextDelta(key=1, text="x"))
+    builder.feed(d.ItemDone(key=1))
+    with pytest.raises(UpstreamError, match="reused as message"):
+        builder.feed(d.TextDelta(key=1, text="after done"))
+
+
+def test_ids_are_minted_once_per_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    minted: list[str] = []
+
+    def counting(prefix: str) -> str:
+        minted.append(prefix)
+        return f"{prefix}_{len(minted)}"
+
+    monkeypatch.setattr("proxy.streaming.new_id", counting)
+    events, _ = _run([d.ReasoningDelta(key="r", text="a"), d.ReasoningDelta(key="r", text="b"),
+                      *(d.TextDelta(key=0, text=f"{n} ") for n in range(5))])
+    assert minted == ["rs", "msg"]
+    validate_stream(events)
+
+
+def _batches(count: int) -> list[list[Event]]:
+    builder = ResponseBuilder(ResponseResource(id="resp_1", created_at=1, model="m"))
+    out = [builder.start(), *(builder.feed(d.TextDelta(key=0, text=f"{n} ")) for n in range(count))]
+    return [*out, builder.complete()]
+
+
+def _framed(batches: list[list[Event]]) -> bytes:
+    return b"".join(sse_frame(event, encode(event)) for batch in batches for event in batch)
+
+
+async def test_sse_body_writes_the_first_batch_then_what_is_ready_at_once() -> None:
+    batches = _batches(4)
+    gate = asyncio.Event()
+
+    async def source() -> AsyncIterator[list[Event]]:
+        for batch in batches[:4]:  # ready together, as events parsed from one upstream read
+            yield batch
+        await gate.wait()
+        for batch in batches[4:]:
+            yield batch
+
+    body = sse_body(source())
+    chunks = [await anext(body), await anext(body)]
+    gate.set()
+    chunks += [chunk async for chunk in body]
+    assert chunks == [_framed(batches[:1]), _framed(batches[1:4]), _framed(batches[4:]) + SSE_DONE]
+    events, saw_done = parse_sse(b"".join(chunks).decode())
+    assert saw_done
+    validate_stream(events)
+
+
+@pytest.mark.parametrize("count", [1, 500])
+async def test_closing_sse_body_closes_the_batches(count: int) -> None:
+    # 1: the batches wait for the upstream; 500: they wait for room, ahead of the client.
+    closed = asyncio.Event()
+
+    async def source() -> AsyncIterator[list[Event]]:
+        try:
+            for batch in _batches(count):
+                yield batch
+            await asyncio.Event().wait()
+        finally:
+            closed.set()
+
+    body = sse_body(source())
+    assert (await anext(body)).startswith(b"event: response.created\n")
+    await body.aclose()
+    assert closed.is_set()
+
+
+async def test_an_error_drawing_batches_is_raised_after_what_came_before() -> None:
+    batches = _batches(1)
+
+    async def source() -> AsyncIterator[list[Event]]:
+        yield batches[0]
+        raise RuntimeError("engine bug")
+
+    body = sse_body(source())
+    chunks: list[bytes] = []
+    with pytest.raises(RuntimeError, match="engine bug"):
+        async for chunk in body:
+            chunks.append(chunk)
+    assert chunks == [_framed(batches[:1])]
