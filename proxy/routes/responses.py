@@ -9,6 +9,7 @@ from typing import Literal, cast
 from litestar import Request, Response, delete, get, post
 from litestar.response import Stream
 
+from proxy.auth import Principal
 from proxy.decoding import decode_create_request
 from proxy.engine import Turn
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
@@ -16,6 +17,7 @@ from proxy.gateway import Gateway
 from proxy.jobs import event_stream
 from proxy.schema.codec import encode
 from proxy.schema.response import DeletedResponse, ItemList
+from proxy.store import StoredResponse
 from proxy.streaming import SSE_HEADERS, sse_body
 
 JSON = "application/json"
@@ -27,6 +29,14 @@ def _gateway(request: Request) -> Gateway:
 
 def _json(content: object, status: int = 200) -> Response[bytes]:
     return Response(encode(content), status_code=status, media_type=JSON)
+
+
+async def _stored(gateway: Gateway, principal: Principal, response_id: str) -> StoredResponse:
+    """The team's stored response, or the 404 (the same for another team's)."""
+    stored = await gateway.store.load(principal.team, response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    return stored
 
 
 def _not_found(response_id: str) -> NotFound:
@@ -86,9 +96,7 @@ async def retrieve_response(request: Request) -> Response[bytes] | Stream:
     response_id = request.path_params["response_id"]
     gateway = _gateway(request)
     principal = gateway.authenticate(request.headers.get("authorization"))
-    stored = await gateway.store.load(principal.team, response_id)
-    if stored is None:
-        raise _not_found(response_id)
+    stored = await _stored(gateway, principal, response_id)
     if request.query_params.get("stream") not in ("true", "1"):
         return _json(stored.response)
     if not stored.response.background:
@@ -128,9 +136,7 @@ async def cancel_response(request: Request) -> Response[bytes]:
     response_id = request.path_params["response_id"]
     gateway = _gateway(request)
     principal = gateway.authenticate(request.headers.get("authorization"))
-    stored = await gateway.store.load(principal.team, response_id)
-    if stored is None:
-        raise _not_found(response_id)
+    stored = await _stored(gateway, principal, response_id)
     resource = stored.response
     if not resource.background:
         raise InvalidRequest("Cannot cancel a synchronous response.", param="response_id")
