@@ -18,7 +18,20 @@ from tests.gateway_server import (
     serve,
     store_urls,
 )
+from tests.security.leak_scan import LeakScan
 from tests.spec_validation import parse_sse, validate_error_body, validate_resource, validate_stream
+
+LEAK_SCAN = LeakScan()
+"""Fails the run when a test secret shows up in logs, error bodies, spans, metrics or stores."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(LEAK_SCAN, "interlock-leak-scan")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leak_scan_temp_root(tmp_path_factory: pytest.TempPathFactory) -> None:
+    LEAK_SCAN.temp_root = tmp_path_factory.getbasetemp()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
@@ -38,7 +51,8 @@ class Api:
 
     def __init__(self, base_url: str, key: str | None) -> None:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=30)
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=30,
+                                 event_hooks={"response": [LEAK_SCAN.record_reply]})
 
     def create(self, body: dict[str, Any], *, expect: int = 200, **kw: Any) -> dict[str, Any]:
         reply = self.http.post("/v1/responses", json=body, **kw)

@@ -14,6 +14,8 @@ Public API (import from ``tools``)::
     class ToolResult(msgspec.Struct)        # output, error, exit_code, signal, timed_out,
                                             # duration_ms, isolation; .text for the model
     def isolation_report() -> IsolationReport   # probes once; call at start-up
+    class FetchPolicy(msgspec.Struct)       # the gateway YAML's ``fetch_policy``: non-public networks allowed
+    def guarded_session(policy) -> aiohttp.ClientSession   # pass as run_tool's session (tools/netguard.py)
     Isolation = Literal["namespaces", "rlimits"]
 
 How the engine uses it:
@@ -49,10 +51,12 @@ if TYPE_CHECKING:
     from typing import Any
 
     from tools.isolation import Isolation, IsolationReport, isolation_report
+    from tools.netguard import FetchPolicy, guarded_session
     from tools.registry import ToolArgumentsError, ToolConfigError, ToolKind, ToolRegistry, ToolSpec, parse_arguments
     from tools.sandbox import ToolResult, run_tool
 
 __all__ = [
+    "FetchPolicy",
     "Isolation",
     "IsolationReport",
     "ToolArgumentsError",
@@ -61,6 +65,7 @@ __all__ = [
     "ToolRegistry",
     "ToolResult",
     "ToolSpec",
+    "guarded_session",
     "isolation_report",
     "parse_arguments",
     "run_tool",
@@ -70,6 +75,8 @@ _HOME = {
     "Isolation": "tools.isolation",
     "IsolationReport": "tools.isolation",
     "isolation_report": "tools.isolation",
+    "FetchPolicy": "tools.netguard",
+    "guarded_session": "tools.netguard",
     "ToolArgumentsError": "tools.registry",
     "ToolConfigError": "tools.registry",
     "ToolKind": "tools.registry",
