@@ -45,20 +45,28 @@ _body_decoder = msgspec.json.Decoder(CreateResponseBody)
 _path_re = re.compile(r" - at `(?:key` in `)?\$\.?(.*)`$")
 
 
+NOT_JSON = (msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+"""What decoding raises for bytes it cannot read as JSON: malformed, nested deeper than the
+interpreter's recursion limit, or a string that is not UTF-8. Catch ``msgspec.ValidationError``
+(a ``DecodeError``) before these."""
+
+
+def not_json(exc: Exception, what: str = "request body") -> InvalidRequest:
+    """The 400 for one of ``NOT_JSON``."""
+    if isinstance(exc, RecursionError):
+        reason = "it is nested too deeply"
+    elif isinstance(exc, UnicodeDecodeError):
+        reason = "it holds a string that is not UTF-8"
+    else:
+        reason = str(exc)
+    return InvalidRequest(f"The {what} is not valid JSON: {reason}", code="invalid_json")
+
+
 def decode_create_request(raw: bytes) -> ResponseRequest:
     try:
-        body = _body_decoder.decode(raw)
-    except msgspec.ValidationError:
-        request = _decode_leniently(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
-    else:
-        request = ResponseRequest(
-            body=body,
-            input=_input_items(body.input),
-            tools=list(body.tools) if isinstance(body.tools, list) else [],
-            tool_choice=body.tool_choice if body.tool_choice is not UNSET else None,
-        )
+        request = _decode(raw)
+    except NOT_JSON as exc:
+        raise not_json(exc) from None
     request.size = len(raw)
     _check_tools(request)
     return request
@@ -85,8 +93,25 @@ def _input_items(value: Any) -> list[Item]:
     return []
 
 
-def _decode_leniently(raw: bytes) -> ResponseRequest:
-    data = msgspec.json.decode(raw)
+def _decode(raw: bytes) -> ResponseRequest:
+    try:
+        body = _body_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        return _decode_leniently(raw, exc)
+    return ResponseRequest(
+        body=body,
+        input=_input_items(body.input),
+        tools=list(body.tools) if isinstance(body.tools, list) else [],
+        tool_choice=body.tool_choice if body.tool_choice is not UNSET else None,
+    )
+
+
+def _decode_leniently(raw: bytes, typed_error: msgspec.ValidationError) -> ResponseRequest:
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.ValidationError:
+        # Only a number no Python type holds fails here; the typed decoder named its field.
+        raise invalid_from_validation(typed_error) from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     raw_input = data.pop("input", UNSET)
@@ -132,10 +157,11 @@ def _lenient_item(value: Any, param: str) -> Item:
     item = _typed_object(value, param)
     kind = item.get("type")
     if kind is None:
-        # Real clients omit ``type`` on messages; a lone id is an item reference (spec: type optional).
+        # Real clients omit ``type`` on messages; an id alone is an item reference (spec: its type
+        # is optional or null).
         if "role" in item:
             item = {**item, "type": "message"}
-        elif "id" in item and len(item) == 1:
+        elif "id" in item and item.keys() <= {"id", "type"}:
             item = {"type": "item_reference", "id": item["id"]}
         else:
             raise InvalidRequest(f"'{param}' has no 'type' and no 'role'.", param=f"{param}.type",
@@ -151,8 +177,7 @@ def _lenient_item(value: Any, param: str) -> Item:
 
 def _lenient_tool(value: Any, param: str) -> Tool:
     tool = _typed_object(value, param)
-    kind = tool.get("type", "function")
-    if kind != "function":
+    if tool.get("type", "function") not in ("function", None):  # a null type is absent: a function
         return OpaqueItem(tool)
     try:
         return msgspec.convert({**tool, "type": "function"}, FunctionTool)
@@ -161,7 +186,8 @@ def _lenient_tool(value: Any, param: str) -> Tool:
 
 
 def _lenient_choice(value: Any) -> ToolChoice:
-    if isinstance(value, dict) and value.get("type") not in ("function", "allowed_tools"):
+    # A choice without a type is no tool's: the Struct's decoder refuses it, naming the field.
+    if isinstance(value, dict) and value.get("type") not in (None, "function", "allowed_tools"):
         _typed_object(value, "tool_choice")
         return OpaqueItem(value)
     try:

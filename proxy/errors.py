@@ -8,9 +8,11 @@ and ``code``, the ``param`` it concerns, whether a retry may help, and how loudl
     ├── AuthenticationFailed    401 authentication_error
     ├── PermissionDenied        403 permission_error
     ├── NotFound                404 not_found_error
+    ├── RequestTimeout          408 invalid_request_error   the body did not arrive in time
     ├── PayloadTooLarge         413 invalid_request_error
     ├── UnsupportedMediaType    415 invalid_request_error
     ├── RateLimited             429 rate_limit_error        (retryable)
+    ├── ClientClosedRequest     499 invalid_request_error   the client left before its body was read
     ├── ServerError             500 server_error
     └── UpstreamError           502 upstream_error          (retryable unless the upstream said 4xx)
         ├── UpstreamTimeout     504 timeout                 (retryable)
@@ -87,6 +89,13 @@ class NotFound(GatewayError):
     log_level = logging.INFO
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+    log_level = logging.INFO
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
@@ -107,6 +116,15 @@ class RateLimited(GatewayError):
     code = "rate_limit_exceeded"
     retryable = True
     log_level = logging.WARNING
+
+
+class ClientClosedRequest(GatewayError):
+    """No one reads the reply; the status (nginx's) keeps the request out of the server errors."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+    log_level = logging.INFO
 
 
 class ServerError(GatewayError):

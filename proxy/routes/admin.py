@@ -16,6 +16,7 @@ from msgspec import Struct
 from policies.explain import explain
 from policies.gate import estimate_tokens
 from policies.limits import UsageRecord
+from proxy.decoding import NOT_JSON, not_json
 from proxy.errors import AuthenticationFailed, InvalidRequest, NotFound
 from proxy.gateway import ADMIN, Gateway
 from proxy.schema.codec import encode
@@ -112,8 +113,8 @@ async def explain_policy(request: Request) -> Response[bytes]:
         body = _explain_decoder.decode(await request.body())
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"Invalid explain request: {exc}.", code="invalid_value") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    except NOT_JSON as exc:
+        raise not_json(exc) from None
     raw = bytes(body.request)
     result = await explain(gateway.policies.current, raw, team=body.team, key=body.key, limits=gateway.gate.limits,
                            circuits=gateway.gate.circuits.state, input_tokens=estimate_tokens(len(raw)))

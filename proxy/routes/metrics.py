@@ -23,4 +23,6 @@ async def prometheus_metrics(request: Request) -> Response[bytes]:
         raise NotFound("Metrics are turned off on this gateway (telemetry.metrics).", code="metrics_disabled")
     if not config.metrics_public:
         gateway.authenticate_admin(request.headers.get("authorization"))
-    return Response(exposition(), media_type=CONTENT_TYPE)
+    # As a header, not a media type: Litestar would append a second ``charset`` to a text/ one,
+    # which strict parsers (Prometheus's) refuse.
+    return Response(exposition(), headers={"content-type": CONTENT_TYPE})

@@ -1,0 +1,335 @@
+"""Deliberately hostile requests (issue #9): deep nesting, huge strings, many items, bytes that
+are not UTF-8, duplicate keys, wrong content types, oversized headers, slow bodies, request
+smuggling, unknown item and tool types, and ids of other teams' data. Each gets a clear answer in
+the envelope, or, below HTTP, a refusal; never a 5xx, a hang or a leak."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from tests.fuzz.conftest import ADMIN_KEY, BODY_TIMEOUT_S
+from tests.fuzz.strategies import nested_body
+from tests.gateway_server import TEAM_A_KEY, TEAM_B_KEY, RunningGateway
+from tests.spec_validation import validate_error_body, validate_resource, validate_websocket_error
+
+JSON_ENDPOINTS = ["/v1/responses", "/v1/responses/input_tokens", "/v1/responses/compact"]
+
+
+@pytest.fixture(scope="module")
+def team_a(fuzzed: RunningGateway) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fuzzed.base_url, headers={"Authorization": f"Bearer {TEAM_A_KEY}"},
+                      timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def team_b(fuzzed: RunningGateway) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fuzzed.base_url, headers={"Authorization": f"Bearer {TEAM_B_KEY}"},
+                      timeout=60) as client:
+        yield client
+
+
+def _error(reply: httpx.Response, status: int) -> dict[str, Any]:
+    assert reply.status_code == status, reply.text[:300]
+    data = reply.json()
+    validate_error_body(data)
+    return dict(data["error"])
+
+
+# -- the body -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", JSON_ENDPOINTS)
+@pytest.mark.parametrize("where", ["input", "tools", "unknown", "metadata"])
+def test_deep_nesting(team_a: httpx.Client, endpoint: str, where: str) -> None:
+    reply = team_a.post(endpoint, content=nested_body(100_000, where), headers={"content-type": "application/json"})
+    assert _error(reply, 400)["code"] == "invalid_json"
+
+
+def test_deep_nesting_in_an_explained_request(fuzzed: RunningGateway) -> None:
+    raw = b'{"team": "team-a", "request": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    reply = httpx.post(fuzzed.base_url + "/v1/policy/explain", content=raw,
+                       headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert _error(reply, 400)["code"] == "invalid_json"
+
+
+def test_deep_nesting_in_a_websocket_frame(fuzzed: RunningGateway) -> None:
+    url = fuzzed.base_url.replace("http://", "ws://") + "/v1/responses"
+    with connect(url, additional_headers={"Authorization": f"Bearer {TEAM_A_KEY}"}) as socket_:
+        socket_.send(nested_body(100_000, "input").decode().replace('{"model"', '{"type": "response.create", "model"'))
+        frame = json.loads(socket_.recv(timeout=10))
+        validate_websocket_error(frame)
+        assert frame["error"]["code"] == "invalid_json"
+        socket_.send(json.dumps({"type": "response.create", "model": "sim", "input": "still here?"}))
+        assert json.loads(socket_.recv(timeout=10))["type"] == "response.created"
+
+
+@pytest.mark.parametrize("endpoint", JSON_ENDPOINTS)
+def test_string_that_is_not_utf8(team_a: httpx.Client, endpoint: str) -> None:
+    reply = team_a.post(endpoint, content=b'{"model": "sim", "input": "\xff\xfe"}',
+                        headers={"content-type": "application/json"})
+    assert _error(reply, 400)["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(("field", "status"), [("model", 404), ("previous_response_id", 404),
+                                               ("safety_identifier", 400), ("instructions", 200)])
+def test_huge_strings(team_a: httpx.Client, field: str, status: int) -> None:
+    reply = team_a.post("/v1/responses", json={"model": "sim", "input": "hi", field: "x" * 1_000_000})
+    assert reply.status_code == status, reply.text[:300]
+    if status == 200:
+        validate_resource(reply.json())
+    else:
+        validate_error_body(reply.json())
+
+
+def test_body_over_the_limit(team_a: httpx.Client, fuzzed: RunningGateway) -> None:
+    over = team_a.post("/v1/responses", json={"model": "sim", "input": "x" * fuzzed.settings.max_body_bytes})
+    assert _error(over, 413)["code"] == "payload_too_large"
+
+
+def test_many_items_and_tools(team_a: httpx.Client) -> None:
+    tools = [{"type": "function", "name": f"f{i}"} for i in range(2000)]
+    items = [{"role": "user", "content": "x"}] * 20_000
+    started = time.monotonic()
+    validate_resource(team_a.post("/v1/responses", json={"model": "sim", "input": items, "tools": tools}).json())
+    assert time.monotonic() - started < 30
+
+
+def test_duplicate_keys_the_last_one_wins(team_a: httpx.Client) -> None:
+    headers = {"content-type": "application/json"}
+    reply = team_a.post("/v1/responses", content=b'{"model": "nope", "model": "sim", "input": "hi"}', headers=headers)
+    assert reply.status_code == 200, reply.text[:300]
+    validate_resource(reply.json())
+    reply = team_a.post("/v1/responses", content=b'{"model": "sim", "model": "nope", "input": "hi"}', headers=headers)
+    assert _error(reply, 404)["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize("endpoint", JSON_ENDPOINTS)
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/xml"])
+def test_wrong_content_type(team_a: httpx.Client, endpoint: str, content_type: str) -> None:
+    reply = team_a.post(endpoint, content=b'{"model": "sim", "input": "hi"}', headers={"content-type": content_type})
+    assert _error(reply, 415)["code"] == "unsupported_media_type"
+
+
+UNKNOWN_TYPES = [({"input": [{"role": "user", "content": "hi"}, {"type": "zzz_unknown", "x": 1}]}, "input[1]"),
+                 ({"input": "hi", "tools": [{"type": "zzz_unknown"}]}, "tools[0]")]
+
+
+@pytest.mark.parametrize(("fields", "param"), UNKNOWN_TYPES)
+def test_unknown_item_and_tool_types(team_a: httpx.Client, fields: dict[str, Any], param: str) -> None:
+    """Passed through to an OpenAI Responses upstream (docs/deviations.md); refused by name elsewhere."""
+    refused = team_a.post("/v1/responses", json={"model": "sim-chat", **fields})
+    assert _error(refused, 400)["param"] == param
+    passed = team_a.post("/v1/responses", json={"model": "sim", **fields})
+    assert passed.status_code == 200, passed.text[:300]
+    validate_resource(passed.json())
+
+
+@pytest.mark.parametrize("endpoint", JSON_ENDPOINTS[1:])
+@pytest.mark.parametrize("model", ["sim", "sim-chat"])
+@pytest.mark.parametrize(("fields", "param"), UNKNOWN_TYPES)
+def test_unknown_types_counted_or_compacted(team_a: httpx.Client, endpoint: str, model: str,
+                                            fields: dict[str, Any], param: str) -> None:
+    """Counting and compaction read such items as text; a refusal names the item."""
+    reply = team_a.post(endpoint, json={"model": model, **fields})
+    assert reply.status_code in (200, 400), reply.text[:300]
+    if reply.status_code == 400:
+        assert _error(reply, 400)["param"] == param
+
+
+# -- other teams' data ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def team_b_response(team_b: httpx.Client) -> dict[str, Any]:
+    reply = team_b.post("/v1/responses", json={"model": "sim", "input": "team b's secret"})
+    assert reply.status_code == 200, reply.text[:300]
+    created: dict[str, Any] = reply.json()
+    validate_resource(created)
+    return created
+
+
+def _same_as_missing(team_a: httpx.Client, method: str, path: str, theirs: str, **kw: Any) -> None:
+    """Another team's id gets the answer a made-up id gets: 404, the same body but for the id."""
+    missing = f"{theirs[:5]}{uuid.uuid4().hex}"
+    replies = [team_a.request(method, path.format(id=id_), **json.loads(json.dumps(kw).replace("{id}", id_)))
+               for id_ in (theirs, missing)]
+    errors = [_error(reply, 404) for reply in replies]
+    assert json.dumps(errors[0]).replace(theirs, "ID") == json.dumps(errors[1]).replace(missing, "ID")
+    assert "secret" not in replies[0].text
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/responses/{id}"), ("DELETE", "/v1/responses/{id}"),
+                                              ("POST", "/v1/responses/{id}/cancel"),
+                                              ("GET", "/v1/responses/{id}/input_items"),
+                                              ("GET", "/v1/responses/{id}?stream=true")])
+def test_another_teams_response(team_a: httpx.Client, team_b: httpx.Client, team_b_response: dict[str, Any],
+                                method: str, path: str) -> None:
+    _same_as_missing(team_a, method, path, team_b_response["id"])
+    assert team_b.get(f"/v1/responses/{team_b_response['id']}").status_code == 200
+
+
+@pytest.mark.parametrize("endpoint", JSON_ENDPOINTS)
+def test_another_teams_previous_response(team_a: httpx.Client, team_b_response: dict[str, Any],
+                                         endpoint: str) -> None:
+    body = {"model": "sim", "input": "hi", "previous_response_id": "{id}"}
+    _same_as_missing(team_a, "POST", endpoint, team_b_response["id"], json=body)
+
+
+@pytest.mark.parametrize("endpoint", JSON_ENDPOINTS)
+def test_another_teams_item_reference(team_a: httpx.Client, team_b_response: dict[str, Any], endpoint: str) -> None:
+    body = {"model": "sim", "input": [{"type": "item_reference", "id": "{id}"}]}
+    _same_as_missing(team_a, "POST", endpoint, team_b_response["output"][0]["id"], json=body)
+
+
+# -- below HTTP: raw sockets -----------------------------------------------------------------------
+
+
+def _raw(gateway: RunningGateway, data: bytes, *, timeout: float = 5.0) -> bytes:
+    """What the gateway answers ``data`` with, up to its closing the connection or ``timeout``."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+def _statuses(reply: bytes) -> list[int]:
+    """The status of each response in ``reply`` (a pipelined one follows the last body directly)."""
+    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", reply)]
+
+
+def _still_serving(gateway: RunningGateway) -> None:
+    assert httpx.get(gateway.base_url + "/healthz").status_code == 200
+
+
+def test_slow_body_gets_408_and_its_connection_closed(fuzzed: RunningGateway) -> None:
+    head = (b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TEAM_A_KEY.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+    with socket.create_connection(("127.0.0.1", fuzzed.port)) as sock:
+        sock.settimeout(0.2)
+        sock.sendall(head)
+        started = time.monotonic()
+        received, closed = b"", False
+        while not closed and time.monotonic() - started < BODY_TIMEOUT_S + 4:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                sock.sendall(b" ")  # trickle on, as slowloris does
+                continue
+            received += chunk
+            closed = not chunk
+        elapsed = time.monotonic() - started
+    assert closed, "the connection stayed open under a trickled body"
+    assert elapsed < BODY_TIMEOUT_S + 2
+    head_part, _, body = received.partition(b"\r\n\r\n")
+    assert _statuses(head_part) == [408]
+    error = json.loads(body)
+    validate_error_body(error)
+    assert error["error"]["code"] == "request_timeout"
+
+
+def test_body_sent_in_pieces_within_the_deadline(fuzzed: RunningGateway) -> None:
+    body = json.dumps({"model": "sim", "input": "hi"}).encode()
+    head = (b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer "
+            + TEAM_A_KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+    with socket.create_connection(("127.0.0.1", fuzzed.port), timeout=10) as sock:
+        sock.sendall(head)
+        for piece in (body[:5], body[5:15], body[15:]):
+            time.sleep(BODY_TIMEOUT_S / 5)
+            sock.sendall(piece)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert _statuses(reply) == [200]
+
+
+def test_client_leaving_mid_body_is_no_server_error(fuzzed: RunningGateway, caplog: pytest.LogCaptureFixture) -> None:
+    head = (b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TEAM_A_KEY.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\"")
+    with caplog.at_level(logging.INFO, logger="interlock.http"):
+        with socket.create_connection(("127.0.0.1", fuzzed.port)) as sock:
+            sock.sendall(head)
+            time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while not any("client_closed_request" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the departure was never logged"
+            time.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    _still_serving(fuzzed)
+
+
+_PROBE = b"/v1/responses/resp_smuggled_probe"
+_SMUGGLED = b"GET " + _PROBE + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TEAM_A_KEY.encode() + b"\r\n\r\n"
+
+
+def _post(headers: bytes, body: bytes) -> bytes:
+    return b"POST /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n" + body
+
+
+SMUGGLING = {
+    "CL.TE": _post(b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n" % (5 + len(_SMUGGLED)),
+                   b"0\r\n\r\n" + _SMUGGLED),
+    "TE.CL": _post(b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n",
+                   b"%x\r\n" % len(_SMUGGLED) + _SMUGGLED + b"\r\n0\r\n\r\n"),
+    "CL.CL": _post(b"Content-Length: 0\r\nContent-Length: %d\r\n" % len(_SMUGGLED), _SMUGGLED),
+    "TE obfuscated": _post(b"Transfer-Encoding: xchunked\r\nContent-Length: %d\r\n" % (5 + len(_SMUGGLED)),
+                           b"0\r\n\r\n" + _SMUGGLED),
+    "TE twice": _post(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n", b"0\r\n\r\n" + _SMUGGLED),
+    "TE with space": _post(b"Transfer-Encoding : chunked\r\nContent-Length: %d\r\n" % (5 + len(_SMUGGLED)),
+                           b"0\r\n\r\n" + _SMUGGLED),
+}
+
+
+@pytest.mark.parametrize("name", list(SMUGGLING))
+def test_request_smuggling(fuzzed: RunningGateway, name: str) -> None:
+    """Ambiguous framing is refused with 400 before any request runs; the bytes after it never
+    become a second request."""
+    reply = _raw(fuzzed, SMUGGLING[name])
+    assert _statuses(reply) == [400], reply[:300]
+    assert _PROBE not in reply and b"resp_smuggled_probe" not in reply
+    _still_serving(fuzzed)
+
+
+def test_pipelined_requests_are_each_answered(fuzzed: RunningGateway) -> None:
+    """The control of ``test_request_smuggling``: two well-framed requests get two answers."""
+    last = _SMUGGLED.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    reply = _raw(fuzzed, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + last)
+    assert _statuses(reply) == [200, 404]
+    assert b"resp_smuggled_probe" in reply
+
+
+@pytest.mark.parametrize("headers", [b"X-Big: " + b"a" * 1_000_000 + b"\r\n",
+                                     b"".join(b"X-H%d: v\r\n" % i for i in range(10_000))],
+                         ids=["one huge header", "ten thousand headers"])
+def test_oversized_headers(fuzzed: RunningGateway, headers: bytes) -> None:
+    reply = _raw(fuzzed, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers + b"\r\n")
+    assert _statuses(reply) in ([], [200], [400], [431]), reply[:300]
+    _still_serving(fuzzed)
+
+
+def test_huge_url(fuzzed: RunningGateway) -> None:
+    path = b"/v1/responses/" + b"a" * 1_000_000
+    reply = _raw(fuzzed, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _statuses(reply) in ([], [400], [401], [404], [414]), reply[:300]
+    _still_serving(fuzzed)
