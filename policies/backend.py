@@ -15,7 +15,9 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 from redis.exceptions import ClusterDownError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -30,6 +32,14 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
 """What "Redis is unreachable" looks like: down, timing out, failing over, or a replica."""
 TIMEOUT_S = 0.5
 """Connect and reply timeout of the limits connection: an outage must not stall requests."""
+
+
+def reconnect_once() -> Retry:
+    """A client's retry policy: a command whose pooled connection Redis had closed (a restart, a
+    failover) runs again at once on a fresh one. Without it every such connection fails one
+    command, and here that reads as an outage: unmetered admissions, settlements left waiting.
+    A timeout is not retried: it would double the wait ``TIMEOUT_S`` bounds."""
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
 def limits_store_url(settings: Settings) -> str:
@@ -60,11 +70,11 @@ def connect(url: str, *, timeout: float = TIMEOUT_S) -> RedisClient | None:
         service, _, db = parts.path.strip("/").partition("/")
         if not service:
             raise ValueError(f"{url}: name the Sentinel service: redis+sentinel://host:port/service")
-        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": reconnect_once()}
         sentinel = Sentinel(sentinels, sentinel_kwargs=options, **options)
         return sentinel.master_for(service, password=password, db=int(db or 0))
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=reconnect_once())
     raise ValueError(f"{url}: not a limits store: use memory, redis://, rediss://, unix://, "
                      "redis+sentinel:// or redis+cluster://")
 

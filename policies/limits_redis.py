@@ -16,6 +16,7 @@ bounded queue, replayed in order once Redis answers again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -125,6 +126,7 @@ class RedisLimits(Limits):
         self._settle_script = redis.register_script(_SETTLE)
         self._pending: deque[tuple[list[str], list[str | int | float]]] = deque(maxlen=_PENDING_MAX)
         self._tags: dict[str, str] = {}
+        self._flushing = asyncio.Lock()
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -165,16 +167,19 @@ class RedisLimits(Limits):
         args += [repr(record.cost), msgspec.json.encode(record).decode(), int((now - self._retention) * 1000),
                  int(self._retention)]
         self._pending.append((keys, args))
-        while self._pending and self._reach.available():
-            keys, args = self._pending[0]
-            try:
-                await self._settle_script(keys=keys, args=args)
-            except UNREACHABLE as exc:
-                self._reach.failed("usage accounting", exc)
-                log.warning("%d usage settlements wait for the limits store", len(self._pending))
-                return
-            self._reach.succeeded()
-            self._pending.popleft()
+        # One flush at a time: two would both send the head of the queue, then each pop one
+        # entry, counting one settlement twice and dropping another.
+        async with self._flushing:
+            while self._pending and self._reach.available():
+                keys, args = self._pending[0]
+                try:
+                    await self._settle_script(keys=keys, args=args)
+                except UNREACHABLE as exc:
+                    self._reach.failed("usage accounting", exc)
+                    log.warning("%d usage settlements wait for the limits store", len(self._pending))
+                    return
+                self._reach.succeeded()
+                self._pending.popleft()
 
     async def usage(self, team: str, start: float, end: float, *, limit: int = 1000) -> list[UsageRecord]:
         # Stream ids are Redis's clock and ``ts`` the gateway's: read a little wider, filter on ``ts``.

@@ -32,6 +32,9 @@ class Listen(Struct, kw_only=True, forbid_unknown_fields=True):
     port: int = 8080
     workers: int = 1
     """Worker processes; each has its own upstream connection pool."""
+    max_in_flight: Annotated[int, Meta(ge=1)] | None = 10_000
+    """HTTP requests one worker serves at once, streams included; more get 503
+    ``server_overloaded`` with ``retry-after`` (``proxy/overload.py``). ``null``: no cap."""
 
 
 class SimulatorConfig(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -17,14 +17,14 @@ import secrets
 import socket
 from typing import Any, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from proxy.jobs.queue import Claim, Job, decode_job, encode_job, handed_back
+from proxy.store.redis import connection_pool
 
 _GROUP = "workers"
 _MAX_CONNECTIONS = 8
-_POOL_TIMEOUT_S = 10.0
 
 # KEYS: the stream. ARGV: group, consumer, lease in ms, scan cursor. Takes over one entry whose
 # replica stopped renewing it; returns the next cursor, then the entry's id, fields and deliveries.
@@ -83,8 +83,7 @@ class RedisQueue:
 
     async def start(self) -> None:
         # Connections open on first use, as the store's do: the gateway starts while Redis is away.
-        pool = BlockingConnectionPool.from_url(self._url, max_connections=_MAX_CONNECTIONS, timeout=_POOL_TIMEOUT_S)
-        self._client = Redis.from_pool(pool)
+        self._client = Redis.from_pool(connection_pool(self._url, _MAX_CONNECTIONS))
 
     async def close(self) -> list[Job]:
         if self._client is not None:

@@ -25,6 +25,7 @@ from typing import cast
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
+from policies.backend import reconnect_once
 from proxy.schema.codec import decode_item, decode_items, decode_resource, encode
 from proxy.schema.items import Item
 from proxy.schema.response import ResponseResource
@@ -138,6 +139,14 @@ return redis.call('HMGET', KEYS[1], 'attempt', 'next', 'base', 'closed', 'cancel
 _STATE_FIELDS = ["attempt", "next", "base", "closed", "cancel"]
 
 
+def connection_pool(url: str, max_connections: int) -> BlockingConnectionPool:
+    """A blocking pool: past ``max_connections`` a caller waits for a free connection instead of
+    failing with "Too many connections" under load. A command on a connection Redis closed (a
+    restart) is retried on a fresh one, rather than failing its request."""
+    return BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=_POOL_TIMEOUT_S,
+                                           retry=reconnect_once())
+
+
 class RedisStore:
     """A ``ResponseStore`` in Redis; ``ttl_seconds=None`` keeps responses until deleted."""
 
@@ -152,13 +161,8 @@ class RedisStore:
         # Connections open on first use; /readyz reports an unreachable server through ping.
         # Replies stay bytes (decode_responses is off), hence the casts where redis-py's types
         # also allow str.
-        # A blocking pool: past max_connections a request waits for a free connection instead of
-        # failing with "Too many connections" under load.
-        pool = BlockingConnectionPool.from_url(self._url, max_connections=_MAX_CONNECTIONS, timeout=_POOL_TIMEOUT_S)
-        self._client = Redis.from_pool(pool)  # the client owns the pool and closes it
-        followers = BlockingConnectionPool.from_url(self._url, max_connections=_MAX_FOLLOWERS,
-                                                    timeout=_POOL_TIMEOUT_S)
-        self._followers = Redis.from_pool(followers)
+        self._client = Redis.from_pool(connection_pool(self._url, _MAX_CONNECTIONS))  # it closes its pool
+        self._followers = Redis.from_pool(connection_pool(self._url, _MAX_FOLLOWERS))
 
     async def close(self) -> None:
         for client in (self._client, self._followers):
