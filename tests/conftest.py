@@ -13,10 +13,7 @@ from tests.gateway_server import (
     TEAM_A_KEY,
     TEAM_B_KEY,
     RunningGateway,
-    delete_redis_prefix,
-    gateway_settings,
-    serve,
-    store_urls,
+    serve_backend,
 )
 from tests.security.leak_scan import LeakScan
 from tests.spec_validation import parse_sse, validate_error_body, validate_resource, validate_stream
@@ -37,13 +34,8 @@ def _leak_scan_temp_root(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
 def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     """The real gateway on a loopback socket, once per store backend (Redis for real)."""
-    url, prefix = store_urls(tmp_path_factory.mktemp("store"))[request.param]
-    try:
-        with serve(gateway_settings(url, store_prefix=prefix)) as gateway:
-            yield gateway
-    finally:
-        if request.param == "redis":
-            delete_redis_prefix(prefix)
+    with serve_backend(request.param, tmp_path_factory.mktemp("store")) as gateway:
+        yield gateway
 
 
 class Api:

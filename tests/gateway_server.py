@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,6 +83,20 @@ def serve(settings: Settings) -> Iterator[RunningGateway]:
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+@contextmanager
+def serve_backend(backend: str, directory: Path,
+                  build: Callable[[str, str], Settings] | None = None) -> Iterator[RunningGateway]:
+    """The gateway of ``build(store_url, key_prefix)`` (default: ``gateway_settings``) on the
+    ``backend`` store, ``sqlite`` in ``directory`` or ``redis``; its Redis keys are removed after."""
+    url, prefix = store_urls(directory)[backend]
+    try:
+        with serve(build(url, prefix) if build else gateway_settings(url, store_prefix=prefix)) as gateway:
+            yield gateway
+    finally:
+        if backend == "redis":
+            delete_redis_prefix(prefix)
 
 
 def store_urls(tmp_path: Path) -> dict[str, tuple[str, str]]:

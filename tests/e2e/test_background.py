@@ -16,10 +16,11 @@ import openai
 import pytest
 from openai import OpenAI
 
+from proxy.settings import Settings
 from tests.conftest import Api
 from tests.e2e.test_tool_loop import LINGER, _lingering, _text, _wait_for
 from tests.gateway_process import GatewayProcess, spawn_gateway, unique_redis_prefix, write_gateway_config
-from tests.gateway_server import TEAM_A_KEY, RunningGateway, delete_redis_prefix, gateway_settings, serve, store_urls
+from tests.gateway_server import TEAM_A_KEY, RunningGateway, delete_redis_prefix, gateway_settings, serve, serve_backend
 from tests.spec_validation import parse_sse, validate_error_body, validate_event, validate_resource, validate_stream
 
 SLOW = {"dialect": "openai_responses", "base_url": "embedded", "headers": {"x-sim-token-delay-ms": "100"}}
@@ -33,16 +34,14 @@ ENDED = ("completed", "failed", "incomplete", "cancelled")
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
 def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     """One gateway per store, with one job worker (so a second job waits in the queue)."""
-    url, prefix = store_urls(tmp_path_factory.mktemp("store"))[request.param]
-    settings = gateway_settings(url, store_prefix=prefix, providers=PROVIDERS, models=MODELS, tools=[LINGER],
-                                jobs={"workers": 1, "lease_s": 2})
-    settings.teams["team-a"].tools = ["linger"]
-    try:
-        with serve(settings) as gateway:
-            yield gateway
-    finally:
-        if request.param == "redis":
-            delete_redis_prefix(prefix)
+    def build(url: str, prefix: str) -> Settings:
+        settings = gateway_settings(url, store_prefix=prefix, providers=PROVIDERS, models=MODELS, tools=[LINGER],
+                                    jobs={"workers": 1, "lease_s": 2})
+        settings.teams["team-a"].tools = ["linger"]
+        return settings
+
+    with serve_backend(request.param, tmp_path_factory.mktemp("store"), build) as gateway:
+        yield gateway
 
 
 def events_of(api: Api, response_id: str, **params: str) -> list[dict[str, Any]]:

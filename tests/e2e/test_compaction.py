@@ -22,7 +22,7 @@ from proxy.compaction import SUMMARY_INSTRUCTIONS, SUMMARY_REQUEST
 from tests import spec_validation
 from tests.conformance.test_dialects_e2e import DIALECTS
 from tests.conftest import Api
-from tests.gateway_server import TEAM_A_KEY, RunningGateway, delete_redis_prefix, gateway_settings, serve, store_urls
+from tests.gateway_server import TEAM_A_KEY, RunningGateway, gateway_settings, serve_backend
 from tests.spec_validation import validate_error_body, validate_resource
 
 TIMEOUTS = {"connect": 2, "first_byte": 5, "idle": 5, "total": 20}
@@ -40,13 +40,9 @@ def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     providers = {d.name: {"dialect": d.name, "base_url": d.base_url, "timeouts": TIMEOUTS, **d.extra}
                  for d in DIALECTS}
     models = {name: {"deployments": [{"provider": name, "model": "sim-model"}]} for name in providers}
-    url, prefix = store_urls(tmp_path_factory.mktemp("store"))[request.param]
-    try:
-        with serve(gateway_settings(url, store_prefix=prefix, providers=providers, models=models)) as gateway:
-            yield gateway
-    finally:
-        if request.param == "redis":
-            delete_redis_prefix(prefix)
+    with serve_backend(request.param, tmp_path_factory.mktemp("store"), lambda url, prefix: gateway_settings(
+            url, store_prefix=prefix, providers=providers, models=models)) as gateway:
+        yield gateway
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import yaml
 
 from proxy.auth import hash_key
 from tests.conftest import Api
-from tests.gateway_server import RunningGateway, delete_redis_prefix, gateway_settings, serve, store_urls
+from tests.gateway_server import RunningGateway, gateway_settings, serve_backend
 from tests.spec_validation import parse_sse, validate_error_body, validate_stream
 
 ADMIN_KEY = "sk-test-admin"
@@ -82,16 +82,12 @@ def _settings(url: str, prefix: str, policies: Path) -> Any:
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
 def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    url, prefix = store_urls(tmp_path_factory.mktemp("store"))[request.param]
     policies = tmp_path_factory.mktemp("policies")
     for team, document in TEAMS.items():
         (policies / f"{team}.yaml").write_text(yaml.safe_dump(document))
-    try:
-        with serve(_settings(url, prefix, policies)) as gateway:
-            yield gateway
-    finally:
-        if request.param == "redis":
-            delete_redis_prefix(prefix)
+    with serve_backend(request.param, tmp_path_factory.mktemp("store"),
+                       lambda url, prefix: _settings(url, prefix, policies)) as gateway:
+        yield gateway
 
 
 @pytest.fixture

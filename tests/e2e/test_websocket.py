@@ -23,10 +23,9 @@ from tests.gateway_server import (
     TEAM_A_KEY,
     TEAM_B_KEY,
     RunningGateway,
-    delete_redis_prefix,
     gateway_settings,
     serve,
-    store_urls,
+    serve_backend,
 )
 from tests.spec_validation import SHARED, TERMINAL, validate_error_body, validate_stream, validate_websocket_error
 
@@ -52,13 +51,9 @@ MODELS = {name: {"deployments": [{"provider": name, "model": "sim-1"}]} for name
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
 def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     """The gateway with upstreams that are slow or fail, once per store backend."""
-    url, prefix = store_urls(tmp_path_factory.mktemp("store"))[request.param]
-    try:
-        with serve(gateway_settings(url, store_prefix=prefix, providers=PROVIDERS, models=MODELS)) as gateway:
-            yield gateway
-    finally:
-        if request.param == "redis":
-            delete_redis_prefix(prefix)
+    with serve_backend(request.param, tmp_path_factory.mktemp("store"), lambda url, prefix: gateway_settings(
+            url, store_prefix=prefix, providers=PROVIDERS, models=MODELS)) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")
