@@ -585,12 +585,14 @@ async def test_cli_serves_until_interrupted(http: aiohttp.ClientSession) -> None
         line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
         url = line.split()[-1]
         assert url.startswith("http://127.0.0.1:")
-        async with http.get(f"{url}/v1/models") as resp:
+        # Connection: close, so no kept-alive connection of ours is left for the shutdown to wait on.
+        async with http.get(f"{url}/v1/models", headers={"Connection": "close"}) as resp:
             assert resp.status == 401
-        async with http.get(f"{url}/v1/models", headers={"Authorization": "Bearer sk-cli"}) as resp:
+        authorized = {"Authorization": "Bearer sk-cli", "Connection": "close"}
+        async with http.get(f"{url}/v1/models", headers=authorized) as resp:
             assert resp.status == 200
         proc.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
         if proc.returncode is None:
             proc.kill()
