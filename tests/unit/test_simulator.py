@@ -576,7 +576,10 @@ async def test_recording_keeps_only_the_last_requests(http: aiohttp.ClientSessio
 
 async def test_cli_serves_until_interrupted(http: aiohttp.ClientSession) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import sys; from providers.simulator import main; sys.exit(main(sys.argv[1:]))",
+        # Ctrl-C as a terminal delivers it, whatever SIGINT state the test process hands down.
+        sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+        "from providers.simulator import main; sys.exit(main(sys.argv[1:]))",
         "--port", "0", "--api-key", "sk-cli",
         cwd=Path(__file__).resolve().parents[2], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
