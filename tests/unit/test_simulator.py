@@ -62,13 +62,6 @@ def parse_sse(text: str) -> list[tuple[str | None, str]]:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[str]:
-    simulator = await start_simulator()
-    yield simulator.url
-    await simulator.close()
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session

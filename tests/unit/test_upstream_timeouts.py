@@ -14,16 +14,8 @@ import pytest
 
 from providers.base import PreparedCall
 from providers.http import iter_sse, new_session, read_body, send
-from providers.simulator import start_simulator
 from proxy.errors import GatewayError, UpstreamError, UpstreamTimeout
 from proxy.schema.upstream import Deployment, Timeouts
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[str]:
-    simulator = await start_simulator()
-    yield simulator.url
-    await simulator.close()
 
 
 @pytest.fixture
