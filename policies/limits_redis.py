@@ -17,6 +17,7 @@ bounded queue, replayed in order once Redis answers again.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -27,11 +28,13 @@ import msgspec
 
 from policies.backend import UNREACHABLE, Reachability, RedisClient, team_key
 from policies.limits import Limits, LimitStatus, Plan, UsageRecord, cost_of
+from policies.redis_batch import BatchedScript
 from proxy.errors import ServerError
 
 log = logging.getLogger("interlock.policies")
 
 _PENDING_MAX = 10_000
+_REPLAY_BATCH = 256
 _TAGS_KEPT = 10_000
 _record_decoder = msgspec.json.Decoder(UsageRecord)
 
@@ -122,11 +125,11 @@ class RedisLimits(Limits):
         self._prefix = prefix
         self._retention = retention_s
         self._reach = reachability or Reachability()
-        self._admit_script = redis.register_script(_ADMIT)
-        self._settle_script = redis.register_script(_SETTLE)
+        self._admit_script = BatchedScript(redis, _ADMIT)
+        self._settle_script = BatchedScript(redis, _SETTLE)
         self._pending: deque[tuple[list[str], list[str | int | float]]] = deque(maxlen=_PENDING_MAX)
         self._tags: dict[str, str] = {}
-        self._flushing = asyncio.Lock()
+        self._replaying = asyncio.Lock()
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -144,7 +147,7 @@ class RedisLimits(Limits):
         for budget in plan.budgets:
             args += [budget.limit, repr(budget.reset_at)]
         try:
-            reply = await self._admit_script(keys=keys, args=args)
+            reply = cast(bytes, await self._admit_script(keys, args))
         except UNREACHABLE as exc:
             self._reach.failed("limits check", exc)
             return None
@@ -166,20 +169,38 @@ class RedisLimits(Limits):
         args += [int(ends) + 86400 for _, ends in plan.spend]
         args += [repr(record.cost), msgspec.json.encode(record).decode(), int((now - self._retention) * 1000),
                  int(self._retention)]
-        self._pending.append((keys, args))
-        # One flush at a time: two would both send the head of the queue, then each pop one
-        # entry, counting one settlement twice and dropping another.
-        async with self._flushing:
+        if self._pending or not self._reach.available():
+            # Settlements are sent in order: behind the ones waiting from an outage.
+            self._pending.append((keys, args))
+            await self._replay()
+            return
+        try:
+            await self._settle_script(keys, args)
+        except UNREACHABLE as exc:
+            self._reach.failed("usage accounting", exc)
+            self._pending.append((keys, args))
+            log.warning("%d usage settlements wait for the limits store", len(self._pending))
+            return
+        self._reach.succeeded()
+
+    async def _replay(self) -> None:
+        """Send the settlements kept during an outage, oldest first, a pipeline at a time."""
+        # One replay at a time: two would both send the head of the queue, counting it twice.
+        async with self._replaying:
             while self._pending and self._reach.available():
-                keys, args = self._pending[0]
+                batch = list(itertools.islice(self._pending, _REPLAY_BATCH))
                 try:
-                    await self._settle_script(keys=keys, args=args)
+                    replies = await self._settle_script.run_all(batch)
                 except UNREACHABLE as exc:
                     self._reach.failed("usage accounting", exc)
                     log.warning("%d usage settlements wait for the limits store", len(self._pending))
                     return
                 self._reach.succeeded()
-                self._pending.popleft()
+                for _ in batch:
+                    self._pending.popleft()
+                for reply in replies:
+                    if isinstance(reply, Exception):  # a script error: sending it again would fail again
+                        log.error("a usage settlement was refused by the limits store: %s", reply)
 
     async def usage(self, team: str, start: float, end: float, *, limit: int = 1000) -> list[UsageRecord]:
         # Stream ids are Redis's clock and ``ts`` the gateway's: read a little wider, filter on ``ts``.

@@ -308,7 +308,7 @@ def markdown(results: dict[str, Any], out: Path | None = None) -> str:
         f"{meta['generator']['fixed_rate']}, {meta['options']['fixed_seconds']:g} s at half of the gateway's "
         f"saturation, {meta['options']['sweep_seconds']:g} s at the other points. Whole run: "
         f"{meta.get('wall_seconds', 0):g} s{quick}.",
-        "",
+        "", *_pipeline_line(meta.get("pipeline")),
         "## Targets", "", *targets_table(results),
     ]
     for profile, data in results.get("profiles", {}).items():
@@ -338,3 +338,14 @@ def markdown(results: dict[str, Any], out: Path | None = None) -> str:
     if results.get("skipped"):
         lines += ["## Skipped", "", *[f"- {s['what']}: {s['why'].splitlines()[0]}" for s in results["skipped"]], ""]
     return "\n".join(lines).rstrip()
+
+
+def _pipeline_line(pipeline: dict[str, Any] | None) -> list[str]:
+    """What the gateway rows ran besides translation (issue 6's "full pipeline")."""
+    if not pipeline:
+        return []
+    exported = pipeline.get("otlp_exports")
+    sink = f", {exported['exports']:,} exports ({exported['bytes']:,} bytes) received" if exported else ""
+    return [f"Gateway pipeline: key and team rate limits and budgets in {pipeline['limits_store']}, usage records, "
+            f"Prometheus metrics, tracing with {pipeline['trace_sample_ratio']:.0%} of traces sampled and exported "
+            f"over OTLP/HTTP to a loopback sink{sink}.", ""]

@@ -11,12 +11,14 @@ LiteLLM.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,10 +30,12 @@ from tests.bench.procs import Proc, Processes
 from tests.bench.targets import (
     REPO,
     BenchKey,
+    Pipeline,
     Target,
     chat_bodies,
     responses_bodies,
     start_gateway,
+    start_otlp_sink,
     start_passthrough,
     start_redis,
     start_simulator,
@@ -104,6 +108,7 @@ class Bench:
                            retries=options.retries, quiet_budget=options.quiet_budget)
         self.key = BenchKey.new()
         self.redis_url: str | None = None
+        self.pipeline = Pipeline(limits_store="memory", otlp_endpoint=None)
         self.litellm_exe: Path | None = None
         self.results: dict[str, Any] = {"meta": self._meta(wrk_path), "profiles": {}, "skipped": [],
                                         "profile": {}}
@@ -113,6 +118,7 @@ class Bench:
         started = time.monotonic()
         if self.o.redis:
             self._start_redis()
+        self._start_pipeline()
         if self.o.with_litellm:
             self._install_litellm()
         if self.o.profile_only:
@@ -126,7 +132,8 @@ class Bench:
             _log(f"open-stream capacity: steps {self.o.streams_steps}, RSS limit {self.o.rss_limit_mb:g} MB")
             try:
                 self.results["streams"] = streams.measure(
-                    self.procs, work=self.work, key=self.key, sut_cores=self.sut, aux_cores=self.aux,
+                    self.procs, work=self.work, key=self.key, pipeline=self.pipeline,
+                    sut_cores=self.sut, aux_cores=self.aux,
                     steps=self.o.streams_steps, time_limit=self.o.streams_time_limit,
                     rss_limit_mb=self.o.rss_limit_mb, token_delay_ms=self.o.streams_token_delay_ms)
             except RuntimeError as exc:
@@ -140,12 +147,17 @@ class Bench:
         self.results["meta"]["wall_seconds"] = round(time.monotonic() - started, 1)
         self.results["meta"]["waited_for_quiet_seconds"] = round(self.meter.waited, 1)
         self.results["meta"]["loadavg_end"] = _loadavg()
+        sink = self.results["meta"].get("pipeline", {}).get("otlp_sink")
+        if sink:
+            with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(sink + "/stats", timeout=5) as reply:
+                self.results["meta"]["pipeline"]["otlp_exports"] = json.load(reply)
 
     def _profile_only(self) -> None:
         """``--profile-only``: the gateway (store false) at saturation under py-spy, nothing else."""
         sim, upstream = start_simulator(self.procs, "sim-profile", cores=self.aux)
         gateway, base = start_gateway(self.procs, "gateway-profile", work=self.work, upstream=upstream,
-                                      store="sqlite://:memory:", key=self.key, workers=self.o.workers,
+                                      store="sqlite://:memory:", key=self.key, pipeline=self.pipeline,
+                                      workers=self.o.workers,
                                       cores=self.sut)
         try:
             target = Target("gateway", "gateway, store false", base + "/v1/responses", gateway,
@@ -176,6 +188,16 @@ class Bench:
             return
         _, self.redis_url = start_redis(self.procs, server, cores=self.aux)
 
+    def _start_pipeline(self) -> None:
+        """Limits in the throwaway Redis (in memory without one, noted) and the OTLP sink."""
+        if self.redis_url is None:
+            self._skip("limits in Redis", "no Redis (redis-server missing or --no-redis): limits kept in memory")
+        _, sink = start_otlp_sink(self.procs, cores=self.aux)
+        self.pipeline = Pipeline(limits_store=self.redis_url or "memory", otlp_endpoint=sink + "/v1/traces")
+        self.results["meta"]["pipeline"] = {"limits_store": "redis" if self.redis_url else "memory",
+                                            "trace_sample_ratio": self.pipeline.sample_ratio,
+                                            "otlp_sink": sink, "metrics": True}
+
     def _install_litellm(self) -> None:
         _log(f"installing {self.o.litellm_spec} into {litellm.VENV} (once)")
         try:
@@ -197,7 +219,8 @@ class Bench:
             stores["gateway-redis"] = (self.redis_url, True)
         for key, (store, stored) in stores.items():
             proc, base = start_gateway(self.procs, f"{key}-{profile}", work=self.work, upstream=upstream,
-                                       store=store, key=self.key, workers=self.o.workers, cores=self.sut)
+                                       store=store, key=self.key, pipeline=self.pipeline,
+                                       workers=self.o.workers, cores=self.sut)
             label = f"gateway, store {'true (' + key.split('-')[1] + ')' if stored else 'false'}"
             targets[key] = Target(key, label, base + "/v1/responses", proc, headers=auth,
                                   bodies=responses_bodies("sim", store=stored))
@@ -388,6 +411,7 @@ class Bench:
                 cores = self._cores_for(workers)
                 proc, base = start_gateway(self.procs, f"gateway-w{workers}", work=self.work, upstream=upstream,
                                            store=f"sqlite:///{self.work}/gateway-w{workers}.db", key=self.key,
+                                           pipeline=self.pipeline,
                                            workers=workers, cores=cores)
                 try:
                     target = Target(f"gateway-w{workers}", f"gateway, {workers} workers", base + "/v1/responses",

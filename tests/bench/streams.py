@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.procs import Processes
-from tests.bench.targets import BenchKey, python, responses_bodies, start_gateway, start_simulator
+from tests.bench.targets import BenchKey, Pipeline, python, responses_bodies, start_gateway, start_simulator
 
 
-def measure(procs: Processes, *, work: Path, key: BenchKey, sut_cores: str | None, aux_cores: str | None,
+def measure(procs: Processes, *, work: Path, key: BenchKey, pipeline: Pipeline, sut_cores: str | None,
+            aux_cores: str | None,
             steps: list[int], time_limit: float, rss_limit_mb: float, token_delay_ms: float) -> dict[str, Any]:
     sim, upstream = start_simulator(procs, "sim-slow-streams", cores=aux_cores, token_delay_ms=token_delay_ms)
     gateway, base = start_gateway(procs, "gateway-streams", work=work, upstream=upstream,
-                                  store="sqlite://:memory:", key=key, workers=1, cores=sut_cores)
+                                  store="sqlite://:memory:", key=key, pipeline=pipeline, workers=1,
+                                  cores=sut_cores)
     try:
         body = work / "streams-body.json"
         body.write_bytes(responses_bodies("sim", store=False)["stream_long"])

@@ -118,6 +118,16 @@ def start_redis(procs: Processes, redis_server: str, *, cores: str | None) -> tu
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
+def start_otlp_sink(procs: Processes, *, cores: str | None) -> tuple[Proc, str]:
+    """``tests.bench.otlp_sink`` on a free loopback port; the process and its base URL."""
+    port = free_port()
+    proc = procs.start("otlp-sink", [python(), "-m", "tests.bench.otlp_sink", "--port", str(port)], cores=cores,
+                       cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(proc, base + "/stats")
+    return proc, base
+
+
 @dataclass
 class BenchKey:
     """The team key the load generators send, and its digest for the gateway config."""
@@ -134,33 +144,61 @@ class BenchKey:
         return cls(key=key, sha256=digest)
 
 
-def gateway_config(path: Path, *, port: int, workers: int, upstream: str, store: str, key: BenchKey) -> Path:
+@dataclass(frozen=True)
+class Pipeline:
+    """What the gateway rows run besides translation, as issue 6 asks ("the full pipeline on"):
+    rate limits and budgets for the bench key and team in a shared store, usage accounting priced
+    per token, and sampled tracing exported over OTLP."""
+
+    limits_store: str
+    """``redis://`` (the harness's throwaway Redis), or ``memory`` when none could be started."""
+    otlp_endpoint: str | None
+    """The harness's OTLP sink (``tests.bench.otlp_sink``); None: spans made, not exported."""
+    sample_ratio: float = 0.01
+
+
+# High enough never to refuse a bench request, so every request pays for the checks and the
+# settlement without being turned away.
+_BENCH_LIMITS = {"rpm": 1_000_000_000, "tpm": 1_000_000_000_000}
+_BENCH_BUDGETS = {"daily_budget": 1_000_000_000, "monthly_budget": 1_000_000_000}
+_BENCH_PRICE = {"input": 1.0, "output": 4.0}
+
+
+def gateway_config(path: Path, *, port: int, workers: int, upstream: str, store: str, key: BenchKey,
+                   pipeline: Pipeline) -> Path:
     """Write a gateway YAML: the simulator as an ``openai_responses`` and an ``openai_chat``
-    provider, one team with the bench key, the given store."""
+    provider (priced), one team with the bench key under key and team limits and budgets, the
+    given store, limits in ``pipeline.limits_store`` and sampled tracing."""
+    telemetry: dict[str, object] = {"tracing": True, "sample_ratio": pipeline.sample_ratio}
+    if pipeline.otlp_endpoint is not None:
+        telemetry["otlp_endpoint"] = pipeline.otlp_endpoint
     config = {
         "listen": {"host": "127.0.0.1", "port": port, "workers": workers},
         "store": store,
         "store_prefix": "interlock-bench:",
+        "limits_store": pipeline.limits_store,
         "simulator": {"embedded": False},
+        "telemetry": telemetry,
         "providers": {
             "sim": {"dialect": "openai_responses", "base_url": upstream + "/v1"},
             "simchat": {"dialect": "openai_chat", "base_url": upstream + "/v1"},
         },
         "models": {
-            "sim": {"deployments": [{"provider": "sim", "model": "sim-1"}]},
-            "sim-chat": {"deployments": [{"provider": "simchat", "model": "sim-1"}]},
+            "sim": {"deployments": [{"provider": "sim", "model": "sim-1", "price": _BENCH_PRICE}]},
+            "sim-chat": {"deployments": [{"provider": "simchat", "model": "sim-1", "price": _BENCH_PRICE}]},
         },
         "teams": {"bench": {"keys": [{"sha256": key.sha256, "name": "bench"}]}},
+        "policy": {"limits": {"key": _BENCH_LIMITS, "team": {**_BENCH_LIMITS, **_BENCH_BUDGETS}}},
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
 def start_gateway(procs: Processes, name: str, *, work: Path, upstream: str, store: str, key: BenchKey,
-                  workers: int, cores: str | None) -> tuple[Proc, str]:
+                  pipeline: Pipeline, workers: int, cores: str | None) -> tuple[Proc, str]:
     port = free_port()
     config = gateway_config(work / f"{name}.yaml", port=port, workers=workers, upstream=upstream, store=store,
-                            key=key)
+                            key=key, pipeline=pipeline)
     argv = [python(), "-m", "proxy.cli", "serve", "--config", str(config), "--workers", str(workers),
             "--log-level", "warning"]
     proc = procs.start(name, argv, cores=cores, cwd=REPO)

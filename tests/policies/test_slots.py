@@ -22,21 +22,31 @@ from tests.policies.conftest import REDIS_URL, policy
 
 
 def _spy(client: Redis, sent: list[tuple[str, list[bytes]]]) -> None:
-    """Record the keys of every command ``client`` sends."""
-    send = client.execute_command
+    """Record the keys of every command ``client`` sends, alone or in a pipeline."""
 
-    async def execute(*args: Any, **options: Any) -> Any:
-        name = str(args[0]).upper()
-        if name in ("EVALSHA", "EVAL"):
-            keys = list(args[3:3 + int(args[2])])  # name, script or digest, numkeys, keys...
-        elif name in ("MGET", "XRANGE", "GET", "SCRIPT LOAD"):
-            keys = [] if name == "SCRIPT LOAD" else list(args[1:] if name == "MGET" else args[1:2])
-        else:
-            raise AssertionError(f"a command this test does not know yet: {name}")
-        sent.append((name, [key if isinstance(key, bytes) else str(key).encode() for key in keys]))
-        return await send(*args, **options)
+    def recording(send: Callable[..., Any]) -> Callable[..., Any]:
+        def execute(*args: Any, **options: Any) -> Any:
+            name = str(args[0]).upper()
+            if name in ("EVALSHA", "EVAL"):
+                keys = list(args[3:3 + int(args[2])])  # name, script or digest, numkeys, keys...
+            elif name in ("MGET", "XRANGE", "GET", "SCRIPT LOAD"):
+                keys = [] if name == "SCRIPT LOAD" else list(args[1:] if name == "MGET" else args[1:2])
+            else:
+                raise AssertionError(f"a command this test does not know yet: {name}")
+            sent.append((name, [key if isinstance(key, bytes) else str(key).encode() for key in keys]))
+            return send(*args, **options)
 
-    client.execute_command = execute
+        return execute
+
+    client.execute_command = recording(client.execute_command)  # type: ignore[method-assign]
+    make_pipeline = client.pipeline
+
+    def pipeline(*args: Any, **options: Any) -> Any:
+        made = make_pipeline(*args, **options)
+        made.execute_command = recording(made.execute_command)  # type: ignore[method-assign]
+        return made
+
+    client.pipeline = pipeline  # type: ignore[method-assign]
 
 
 def _usage(team: str, key: str) -> UsageRecord:
