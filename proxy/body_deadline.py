@@ -1,7 +1,8 @@
 """A deadline for a request's body, so a client that trickles it (slowloris) cannot hold a
 connection and a handler for as long as it likes: past the deadline it gets 408 and its
 connection is closed. uvicorn bounds neither headers nor body (its keep-alive timeout runs only
-between requests); the body is the part an ASGI application can bound.
+between requests): the headers are bounded below the application (``proxy/header_guard.py``),
+the body here.
 
 A client that leaves before its body is in gets ``ClientClosedRequest`` (499, logged at info)
 rather than Litestar's "client disconnected prematurely" 500.

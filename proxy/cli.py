@@ -31,6 +31,8 @@ def app_from_env() -> Litestar:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from proxy.header_guard import header_guarded_http
+
     config_path = Path(args.config) if args.config else default_config_path()
     try:
         settings = load_settings(config_path)
@@ -45,7 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
     workers = args.workers or settings.listen.workers
     uvicorn.run("proxy.cli:app_from_env", factory=True, host=host, port=port, workers=workers,
                 access_log=False, log_level=args.log_level, log_config=log_config(args.log_level, args.log_format),
-                lifespan="on", timeout_graceful_shutdown=30,
+                lifespan="on", timeout_graceful_shutdown=30, http=header_guarded_http(settings.listen),
                 ws_max_size=settings.max_body_bytes)
     return 0
 

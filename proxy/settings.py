@@ -35,6 +35,13 @@ class Listen(Struct, kw_only=True, forbid_unknown_fields=True):
     max_in_flight: Annotated[int, Meta(ge=1)] | None = 10_000
     """HTTP requests one worker serves at once, streams included; more get 503
     ``server_overloaded`` with ``retry-after`` (``proxy/overload.py``). ``null``: no cap."""
+    header_timeout_s: Annotated[float, Meta(gt=0)] | None = 10.0
+    """Seconds a client has to send a request's line and headers, from a new connection's opening
+    or a later request's first byte; a slower one (slowloris) gets 408 and its connection closed
+    (``proxy/header_guard.py``). ``null``: no bound."""
+    max_header_bytes: Annotated[int, Meta(ge=1)] | None = 64 * 1024
+    """Bytes a request's line and headers may take; more get 431 and the connection closed.
+    ``null``: no bound."""
 
 
 class SimulatorConfig(Struct, kw_only=True, forbid_unknown_fields=True):

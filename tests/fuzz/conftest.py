@@ -1,5 +1,5 @@
-"""A gateway to fuzz: SQLite store, the embedded simulator, two teams and an admin key, and a
-short body deadline so slow-client tests stay short.
+"""A gateway to fuzz: SQLite store, the embedded simulator, two teams and an admin key, and short
+body and header deadlines so slow-client tests stay short.
 
 ``INTERLOCK_FUZZ_EXAMPLES`` sets the examples each property and each schemathesis operation gets
 (CI's default keeps the whole directory near a minute; raise it for a long run)."""
@@ -22,6 +22,7 @@ from tests.gateway_server import RunningGateway, gateway_settings, serve
 EXAMPLES = int(os.environ.get("INTERLOCK_FUZZ_EXAMPLES", "25"))
 ADMIN_KEY = "sk-test-admin"
 BODY_TIMEOUT_S = 1.0
+HEADER_TIMEOUT_S = 1.0
 
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=EXAMPLES <= 25,
                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -34,6 +35,7 @@ reproduces; a long run explores with fresh randomness."""
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'store.db'}"
     settings = gateway_settings(url, request_body_timeout_s=BODY_TIMEOUT_S, max_body_bytes=4 * 1024 * 1024,
+                                listen={"header_timeout_s": HEADER_TIMEOUT_S},
                                 admin_keys=[{"sha256": hash_key(ADMIN_KEY), "name": "ops"}])
     with serve(settings) as gateway:
         yield gateway

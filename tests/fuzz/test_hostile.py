@@ -1,7 +1,7 @@
 """Deliberately hostile requests (issue #9): deep nesting, huge strings, many items, bytes that
-are not UTF-8, duplicate keys, wrong content types, oversized headers, slow bodies, request
-smuggling, unknown item and tool types, and ids of other teams' data. Each gets a clear answer in
-the envelope, or, below HTTP, a refusal; never a 5xx, a hang or a leak."""
+are not UTF-8, duplicate keys, wrong content types, oversized headers, slow headers and bodies,
+request smuggling, unknown item and tool types, and ids of other teams' data. Each gets a clear
+answer in the envelope, or, below HTTP, a refusal; never a 5xx, a hang or a leak."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from websockets.sync.client import connect
 
-from tests.fuzz.conftest import ADMIN_KEY, BODY_TIMEOUT_S
+from tests.fuzz.conftest import ADMIN_KEY, BODY_TIMEOUT_S, HEADER_TIMEOUT_S
 from tests.fuzz.strategies import nested_body
-from tests.gateway_server import TEAM_A_KEY, TEAM_B_KEY, RunningGateway
+from tests.gateway_server import TEAM_A_KEY, TEAM_B_KEY, RunningGateway, gateway_settings, serve
 from tests.spec_validation import validate_error_body, validate_resource, validate_websocket_error
 
 JSON_ENDPOINTS = ["/v1/responses", "/v1/responses/input_tokens", "/v1/responses/compact"]
@@ -206,7 +208,7 @@ def _raw(gateway: RunningGateway, data: bytes, *, timeout: float = 5.0) -> bytes
         while time.monotonic() < deadline:
             try:
                 chunk = sock.recv(65536)
-            except TimeoutError:
+            except (TimeoutError, ConnectionResetError):
                 break
             if not chunk:
                 break
@@ -223,30 +225,59 @@ def _still_serving(gateway: RunningGateway) -> None:
     assert httpx.get(gateway.base_url + "/healthz").status_code == 200
 
 
+def _trickle(sock: socket.socket, byte: bytes, within: float) -> tuple[bytes, bool, float]:
+    """Send ``byte`` every 0.2 s, as slowloris does, until the gateway closes the connection or
+    ``within`` seconds pass: what it answered, whether it closed, and after how many seconds."""
+    sock.settimeout(0.2)
+    started = time.monotonic()
+    received, closed = b"", False
+    while not closed and time.monotonic() - started < within:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            sock.sendall(byte)
+            continue
+        received += chunk
+        closed = not chunk
+    return received, closed, time.monotonic() - started
+
+
+def _assert_refusal(reply: bytes, status: int, code: str) -> None:
+    """``reply`` is one ``status`` in the error envelope, closing its connection."""
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert _statuses(head) == [status], reply[:300]
+    assert b"\r\nconnection: close" in head.lower()
+    error = json.loads(body)
+    validate_error_body(error)
+    assert error["error"]["code"] == code
+
+
+def _exchange(sock: socket.socket, request: bytes) -> bytes:
+    """Send ``request`` and read the one response to it (the gateway's carry a content-length)."""
+    sock.sendall(request)
+    reply = b""
+    while b"\r\n\r\n" not in reply or len(reply.partition(b"\r\n\r\n")[2]) < _content_length(reply):
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed after {reply[:300]!r}"
+        reply += chunk
+    return reply
+
+
+def _content_length(reply: bytes) -> int:
+    found = re.search(rb"\r\ncontent-length: (\d+)\r\n", reply.partition(b"\r\n\r\n")[0], re.IGNORECASE)
+    assert found, reply[:300]
+    return int(found.group(1))
+
+
 def test_slow_body_gets_408_and_its_connection_closed(fuzzed: RunningGateway) -> None:
     head = (b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TEAM_A_KEY.encode()
             + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
     with socket.create_connection(("127.0.0.1", fuzzed.port)) as sock:
-        sock.settimeout(0.2)
         sock.sendall(head)
-        started = time.monotonic()
-        received, closed = b"", False
-        while not closed and time.monotonic() - started < BODY_TIMEOUT_S + 4:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                sock.sendall(b" ")  # trickle on, as slowloris does
-                continue
-            received += chunk
-            closed = not chunk
-        elapsed = time.monotonic() - started
+        received, closed, elapsed = _trickle(sock, b" ", BODY_TIMEOUT_S + 4)
     assert closed, "the connection stayed open under a trickled body"
     assert elapsed < BODY_TIMEOUT_S + 2
-    head_part, _, body = received.partition(b"\r\n\r\n")
-    assert _statuses(head_part) == [408]
-    error = json.loads(body)
-    validate_error_body(error)
-    assert error["error"]["code"] == "request_timeout"
+    _assert_refusal(received, 408, "request_timeout")
 
 
 def test_body_sent_in_pieces_within_the_deadline(fuzzed: RunningGateway) -> None:
@@ -319,17 +350,98 @@ def test_pipelined_requests_are_each_answered(fuzzed: RunningGateway) -> None:
     assert b"resp_smuggled_probe" in reply
 
 
-@pytest.mark.parametrize("headers", [b"X-Big: " + b"a" * 1_000_000 + b"\r\n",
-                                     b"".join(b"X-H%d: v\r\n" % i for i in range(10_000))],
-                         ids=["one huge header", "ten thousand headers"])
-def test_oversized_headers(fuzzed: RunningGateway, headers: bytes) -> None:
-    reply = _raw(fuzzed, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers + b"\r\n")
-    assert _statuses(reply) in ([], [200], [400], [431]), reply[:300]
+# -- below HTTP: the request head (proxy/header_guard.py) --------------------------------------------
+
+OVERSIZED_HEADERS = {
+    "100 KiB header": b"X-Big: " + b"a" * 100 * 1024 + b"\r\n",
+    "one huge header": b"X-Big: " + b"a" * 1_000_000 + b"\r\n",
+    "ten thousand headers": b"".join(b"X-H%d: v\r\n" % i for i in range(10_000)),
+}
+
+
+@pytest.mark.parametrize("name", list(OVERSIZED_HEADERS))
+def test_oversized_headers_get_431_and_their_connection_closed(fuzzed: RunningGateway, name: str) -> None:
+    reply = _raw(fuzzed, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + OVERSIZED_HEADERS[name] + b"\r\n")
+    _assert_refusal(reply, 431, "request_header_fields_too_large")
     _still_serving(fuzzed)
 
 
-def test_huge_url(fuzzed: RunningGateway) -> None:
+def test_huge_url_gets_431(fuzzed: RunningGateway) -> None:
     path = b"/v1/responses/" + b"a" * 1_000_000
-    reply = _raw(fuzzed, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert _statuses(reply) in ([], [400], [401], [404], [414]), reply[:300]
+    reply = _raw(fuzzed, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    _assert_refusal(reply, 431, "request_header_fields_too_large")
     _still_serving(fuzzed)
+
+
+def test_trickled_headers_get_408_and_their_connection_closed(fuzzed: RunningGateway) -> None:
+    with socket.create_connection(("127.0.0.1", fuzzed.port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        received, closed, elapsed = _trickle(sock, b"a", HEADER_TIMEOUT_S + 4)
+    assert closed, "the connection stayed open under trickled headers"
+    assert elapsed < HEADER_TIMEOUT_S + 2
+    _assert_refusal(received, 408, "request_timeout")
+
+
+def test_blank_lines_trickled_after_a_request_get_408(fuzzed: RunningGateway) -> None:
+    """Blank lines before a request line start no request, yet each byte cancels uvicorn's own
+    keep-alive timer: they are bounded as a head."""
+    with socket.create_connection(("127.0.0.1", fuzzed.port), timeout=10) as sock:
+        assert _statuses(_exchange(sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")) == [200]
+        received, closed, elapsed = _trickle(sock, b"\r\n", HEADER_TIMEOUT_S + 4)
+    assert closed, "the connection stayed open under trickled blank lines"
+    assert elapsed < HEADER_TIMEOUT_S + 2
+    _assert_refusal(received, 408, "request_timeout")
+
+
+def test_a_silent_connection_is_closed(fuzzed: RunningGateway) -> None:
+    with socket.create_connection(("127.0.0.1", fuzzed.port), timeout=HEADER_TIMEOUT_S + 4) as sock:
+        started = time.monotonic()
+        assert sock.recv(65536) == b"", "nothing was asked, so nothing is answered"
+        assert time.monotonic() - started < HEADER_TIMEOUT_S + 2
+
+
+def test_a_kept_alive_connection_idles_past_the_header_deadline(fuzzed: RunningGateway) -> None:
+    """The wait between requests is uvicorn's keep-alive timeout (5 s), not the header deadline;
+    a head sent in pieces within the deadline is served."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", fuzzed.port), timeout=10) as sock:
+        for _ in range(3):
+            assert _statuses(_exchange(sock, request)) == [200]
+            time.sleep(HEADER_TIMEOUT_S * 1.5)
+        sock.sendall(request[:10])
+        time.sleep(HEADER_TIMEOUT_S / 4)
+        assert _statuses(_exchange(sock, request[10:])) == [200]
+
+
+def test_a_large_body_after_normal_headers_is_served(fuzzed: RunningGateway) -> None:
+    """Head and body in one write: only the head counts against ``listen.max_header_bytes``."""
+    body = json.dumps({"model": "sim", "input": "x" * 1_000_000}).encode()
+    head = (b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer "
+            + TEAM_A_KEY.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+    reply = _raw(fuzzed, head + body, timeout=30)
+    assert _statuses(reply) == [200], reply[:300]
+
+
+@pytest.fixture(scope="module")
+def unbounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    """A gateway whose head has neither a deadline nor a size cap."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('unbounded') / 'store.db'}"
+    with serve(gateway_settings(url, listen={"header_timeout_s": None, "max_header_bytes": None})) as gateway:
+        yield gateway
+
+
+def test_the_head_bounds_can_be_turned_off(unbounded: RunningGateway) -> None:
+    reply = _raw(unbounded, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 + OVERSIZED_HEADERS["100 KiB header"] + b"\r\n")
+    assert _statuses(reply) == [200], reply[:300]
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", unbounded.port), timeout=10) as sock:
+        sock.sendall(request[:10])
+        time.sleep(HEADER_TIMEOUT_S * 1.5)
+        assert _statuses(_exchange(sock, request[10:])) == [200]
+
+
+@pytest.mark.parametrize("field", ["header_timeout_s", "max_header_bytes"])
+def test_head_bounds_must_be_positive(tmp_path: Path, field: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=field):
+        gateway_settings(f"sqlite:///{tmp_path / 's.db'}", listen={field: 0})

@@ -1,0 +1,168 @@
+"""uvicorn's httptools protocol with bounds on a request's head (request line and headers).
+
+uvicorn bounds neither: its keep-alive timeout runs only between requests, each byte received
+cancels it, and httptools reads headers of any size. So a client trickling its headers
+(slowloris) held a connection for as long as it liked, and a megabyte of headers was read. Here
+the head must arrive within ``listen.header_timeout_s`` and fit in ``listen.max_header_bytes``;
+otherwise the client gets 408 or 431 in the error envelope and its connection is closed.
+
+The deadline runs from a new connection's opening, and on a kept-alive connection from the first
+bytes after a response; the wait for them stays uvicorn's keep-alive timeout. A head that arrives
+in one chunk costs no timer, and once it is complete the protocol adds one attribute check per
+chunk of body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from asyncio import TimerHandle
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from proxy.errors import GatewayError, InvalidRequest, RequestTimeout
+from proxy.schema.codec import encode
+from proxy.schema.response import ErrorBody, ErrorObject
+
+if TYPE_CHECKING:
+    from proxy.settings import Listen
+
+log = logging.getLogger("interlock.http")
+
+_LINGER_S = 2.0
+"""How long a refused client may go on sending (read and dropped) before its connection is
+closed: closing with its bytes unread would send a reset, which can destroy the refusal unread."""
+
+
+def header_guarded_http(listen: Listen) -> type[asyncio.Protocol]:
+    """uvicorn's ``http=`` for the gateway. A partial, not a subclass made here, so that uvicorn
+    can pickle it into the worker processes it spawns."""
+    factory = partial(
+        HeaderGuardProtocol, header_timeout_s=listen.header_timeout_s, max_header_bytes=listen.max_header_bytes
+    )
+    return cast(type[asyncio.Protocol], factory)  # uvicorn only calls it, as it would a class
+
+
+class HeaderGuardProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        header_timeout_s: float | None,
+        max_header_bytes: int | None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._header_timeout_s = header_timeout_s
+        self._max_head_bytes = sys.maxsize if max_header_bytes is None else max_header_bytes
+        # True from a connection's opening, or a request's end, until the next head is complete:
+        # the bytes that arrive meanwhile are a head's. A head that starts inside the chunk that
+        # ends the request before it is counted from the next chunk on (lenient by one read).
+        self._reading_head = True
+        self._head_room = self._max_head_bytes
+        self._refused = False
+        self._timer: TimerHandle | None = None  # the head's deadline; after a refusal, the linger's end
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._reading_head:  # a body: nothing to check
+            super().data_received(data)
+            return
+        if self._refused:
+            return
+        room = self._head_room
+        if len(data) > room:
+            self._feed_up_to_the_cap(data, room)
+            return
+        self._head_room = room - len(data)
+        super().data_received(data)
+        # Most heads end in the chunk they start in and need no timer. One still arriving gets its
+        # deadline now, unless it is pipelined behind a response in progress (a 408 would land in
+        # the middle of it): that one waits for the response's end, then for its next byte.
+        if self._reading_head and self._timer is None and self._head_room < self._max_head_bytes and self._idle():
+            self._arm_head_deadline()
+
+    def _feed_up_to_the_cap(self, data: bytes, room: int) -> None:
+        """Feed only what the cap allows: a head that has not ended within it is too large."""
+        self._head_room = 0
+        super().data_received(data[:room])
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return  # refused as malformed, or handed to the WebSocket protocol (which drops the rest, as uvicorn does)
+        if self._reading_head and self._head_room == 0:
+            message = f"The request line and headers exceed {self._max_head_bytes} bytes."
+            self._refuse(InvalidRequest(message, status=431, code="request_header_fields_too_large"))
+        else:
+            self.data_received(data[room:])
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._cancel_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading_head = True
+        self._head_room = self._max_head_bytes
+
+    def _idle(self) -> bool:
+        """No response is in progress or queued (``cycle`` is the latest request's)."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def _arm_head_deadline(self) -> None:
+        if self._header_timeout_s is not None:
+            self._timer = self.loop.call_later(self._header_timeout_s, self._head_too_slow)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _head_too_slow(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if self._head_room == self._max_head_bytes:  # not a byte yet: nothing to answer
+            self.transport.close()
+            return
+        self._refuse(RequestTimeout(f"The request headers did not arrive within {self._header_timeout_s:g} seconds."))
+
+    def _refuse(self, error: GatewayError) -> None:
+        """Answer ``error`` and close the connection, after a linger; while an earlier response is
+        still being written (a pipelined head), only close it."""
+        log.log(error.log_level, "%s %s: %s", error.status, error.code, error.message)
+        if not self._idle():
+            self.transport.close()
+            return
+        self._refused = True
+        self.transport.write(self._error_reply(error))
+        self.transport.write_eof()  # the client reads the refusal, then the end; its own close ends ours
+        self._cancel_timer()
+        self._timer = self.loop.call_later(_LINGER_S, self.transport.close)
+
+    def _error_reply(self, error: GatewayError) -> bytes:
+        body = encode(
+            ErrorBody(error=ErrorObject(message=error.message, type=error.type, param=error.param, code=error.code))
+        )
+        head = [STATUS_LINE[error.status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
+            b"x-should-retry: false\r\nconnection: close\r\n\r\n",
+            body,
+        ]
+        return b"".join(head)
