@@ -82,6 +82,7 @@ from providers.http import (
     decode_events,
     iter_sse,
     join_url,
+    logged_body,
     parse_retry_after,
     read_body,
     read_token_count,
@@ -270,7 +271,7 @@ def _map_error(status: int, headers: Mapping[str, str], body: bytes, *, secret: 
 
     Only the upstream's message travels on (shortened, with the deployment's key removed should
     the upstream echo it)."""
-    log.debug("upstream error %s: %r", status, body[:4096])
+    log.debug("upstream error %s: %r", status, logged_body(body, secret))
     message, grpc_status, reasons, retry_delay = _error_fields(body)
     message = safe_message(message, secret)
     if reasons & _AUTH_REASONS:

@@ -327,11 +327,20 @@ def safe_message(message: str, secret: str | None = None) -> str:
     return message
 
 
+def logged_body(body: bytes, secret: str | None) -> bytes:
+    """An upstream error body as the debug log gets it: its first 4 KiB, the deployment's key
+    replaced should the upstream echo it (a record reaches every handler as it is, not only the
+    gateway's redacting formatters)."""
+    if secret:
+        body = body.replace(secret.encode(), b"[redacted]")
+    return body[:4096]
+
+
 def read_error(log: logging.Logger, status: int, body: bytes,
                secret: str | None) -> tuple[str, str | None, str | None]:
-    """What an adapter's ``_map_error`` starts with: the raw body to ``log`` at debug level only,
-    then ``error_message(body)`` with the message made safe (``safe_message``)."""
-    log.debug("upstream error %s: %r", status, body[:4096])
+    """What an adapter's ``_map_error`` starts with: the raw body to ``log`` at debug level only
+    (``logged_body``), then ``error_message(body)`` with the message made safe (``safe_message``)."""
+    log.debug("upstream error %s: %r", status, logged_body(body, secret))
     message, code, param = error_message(body)
     return safe_message(message, secret), code, param
 

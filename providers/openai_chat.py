@@ -42,6 +42,7 @@ from providers.http import (
     error_message,
     iter_sse,
     join_url,
+    logged_body,
     parse_retry_after,
     read_json,
     safe_message,
@@ -139,7 +140,7 @@ def _map_error(status: int, headers: Mapping[str, str], body: bytes, *, secret: 
 
     Only the upstream's message travels on (shortened, with the deployment's key removed should
     the upstream echo it); the rest of the body is not exposed."""
-    log.debug("upstream error %s: %r", status, body[:4096])
+    log.debug("upstream error %s: %r", status, logged_body(body, secret))
     message, code, param = error_message(body)
     message = safe_message(_validation_errors(body) or message, secret)
     if code is not None and code.isdigit():  # OpenRouter and Azure repeat the HTTP status as the code

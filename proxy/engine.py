@@ -30,17 +30,12 @@ from proxy.decoding import ResponseRequest
 from proxy.errors import ContextTooLong, GatewayError, InvalidRequest, NotFound, UpstreamError
 from proxy.ids import new_id
 from proxy.resource import new_resource
-from proxy.schema.content import InputText, OutputText
 from proxy.schema.deltas import Delta, Finish
 from proxy.schema.items import (
-    Compaction,
     FunctionCall,
-    FunctionCallOutput,
     Item,
     ItemReference,
-    Message,
     OpaqueItem,
-    Reasoning,
 )
 from proxy.schema.request import Tool
 from proxy.schema.response import ResponseResource, Usage
@@ -48,6 +43,7 @@ from proxy.schema.upstream import UpstreamRequest
 from proxy.sealing import Sealer
 from proxy.settings import RetryConfig
 from proxy.store import ResponseStore, StoredResponse
+from proxy.stored_form import stored_form
 from proxy.streaming import Event, ResponseBuilder
 from proxy.telemetry import observe_attempt, turn_settled
 from proxy.token_count import estimate_tokens as estimate_input_tokens
@@ -59,9 +55,6 @@ log = logging.getLogger("interlock.engine")
 
 PreviousLookup = Callable[[str, str], Awaitable[StoredResponse | None]]
 """``(team, response_id)`` -> the stored response ``previous_response_id`` names, or None."""
-
-_ID_PREFIX: dict[type, str] = {Message: "msg", FunctionCall: "fc", FunctionCallOutput: "fco",
-                               Reasoning: "rs", Compaction: "cmp"}
 
 
 @dataclass(slots=True)
@@ -170,7 +163,7 @@ class Engine:
             history = list(history_stored)
 
         new_items = await self._resolve_references(principal, request.input, history_stored)
-        stored_new = [_stored_form(item) for item in new_items]
+        stored_new = [stored_form(item) for item in new_items]
         resource = new_resource(request, response_id=response_id or new_id("resp"), model=alias)
         estimate = estimate_tokens(request.size)
         if charge_limits:
@@ -431,19 +424,3 @@ class Engine:
         if opened.error is not None:
             raise opened.error
         return opened.builder.resource
-
-
-def _stored_form(item: Item) -> Item:
-    """The item as the store keeps and ``input_items`` lists it: with an id and a status, and a
-    message's string content as one text part (as OpenAI lists it)."""
-    if isinstance(item, OpaqueItem):
-        return item if item.id is not None else OpaqueItem({**item.data, "id": new_id("item")})
-    changes: dict[str, object] = {}
-    if not isinstance(getattr(item, "id", None), str):
-        changes["id"] = new_id(_ID_PREFIX.get(type(item), "item"))
-    if isinstance(item, Message | FunctionCall | FunctionCallOutput) and not isinstance(item.status, str):
-        changes["status"] = "completed"
-    if isinstance(item, Message) and isinstance(item.content, str):
-        part = OutputText(text=item.content) if item.role == "assistant" else InputText(text=item.content)
-        changes["content"] = [part]
-    return msgspec.structs.replace(item, **changes) if changes else item

@@ -139,6 +139,8 @@ def apply_departures(schemas: dict[str, Schema]) -> None:
     # Output items of types outside the core, passed through from OpenAI upstreams.
     schemas["OpaqueItem"] = _other_type(sorted(KNOWN_ITEM_TYPES), "An OpenAI item type outside the core.")
     schemas["ItemField"]["oneOf"].append(_ref("OpaqueItem"))
+    # A tool output's ``input_video`` part, which the request schema takes, is listed as it came.
+    schemas["FunctionCallOutput"]["properties"]["output"]["oneOf"][1]["items"]["oneOf"].append(_ref("InputVideoContent"))
 
     # WebSocket frames: ``stream`` and ``stream_options`` accepted and ignored, ``generate: false`` warms up.
     frame = schemas["WebSocketResponseCreateEvent"]["allOf"][0]["properties"]

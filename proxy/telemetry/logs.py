@@ -4,6 +4,7 @@ that logged it, and secrets replaced before anything is written.
     configure_logging("info", "json")          # the CLI, once per process
     uvicorn.run(..., log_config=log_config("info", "json"))   # and in every worker it spawns
     protect_secrets(values)                    # the gateway, once it knows its secrets
+    redact_library_records()                   # and the libraries' records that carry credentials
 """
 
 from __future__ import annotations
@@ -57,6 +58,33 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, _REDACTED)
     return _SECRET_SHAPES.sub(lambda match: (match.group(1) or "") + _REDACTED, text)
+
+
+class _RedactedInPlace(logging.Filter):
+    """Redacts a record's message itself, before any handler gets it (the gateway's formatters
+    redact only what they write; an exporter or another handler gets the record as it is)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # arguments that do not fit the message: left to the handlers
+            return True
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_REDACTED_IN_PLACE = _RedactedInPlace()
+_CREDENTIAL_LOGGERS = ("uvicorn.error",)
+"""Loggers a library writes credentials to: at debug, the websockets handshake under uvicorn logs
+every request header, ``Authorization`` included, to ``uvicorn.error``."""
+
+
+def redact_library_records() -> None:
+    """Redact the records of ``_CREDENTIAL_LOGGERS`` in place (once per process is enough)."""
+    for name in _CREDENTIAL_LOGGERS:
+        logging.getLogger(name).addFilter(_REDACTED_IN_PLACE)
 
 
 class JsonFormatter(logging.Formatter):

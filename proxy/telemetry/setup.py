@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from policies.circuit import CircuitBoard
 from proxy.telemetry import metrics
-from proxy.telemetry.logs import protect_secrets
+from proxy.telemetry.logs import protect_secrets, redact_library_records
 from proxy.telemetry.state import SWITCHES
 from proxy.telemetry.tracing import TRACER_NAME, new_provider
 
@@ -31,6 +31,7 @@ class Telemetry:
         ``upstreams`` (the catalogue's, called at each scrape) feed the circuit gauges."""
         config = settings.telemetry
         protect_secrets(os.environ.get(name) for name in _secret_variables(settings))
+        redact_library_records()
         provider = new_provider(config) if config.tracing else None
         SWITCHES.provider = provider
         SWITCHES.tracer = provider.get_tracer(TRACER_NAME) if provider is not None else None

@@ -26,6 +26,7 @@ cover what no recording shows, with a synthetic recording, ``prepare`` alone or 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -940,12 +941,15 @@ async def test_error_statuses(session: aiohttp.ClientSession, status: int, heade
         assert (type(caught.value), caught.value.code, caught.value.retry_after) == (expected, code, retry_after)
 
 
-async def test_an_echoed_key_is_redacted(session: aiohttp.ClientSession) -> None:
+async def test_an_echoed_key_is_redacted(session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="providers")
     interaction = Interaction.make(URL, status=401, body={"type": "error", "error": {
         "type": "authentication_error", "message": f"invalid x-api-key {API_KEY}"}})
     with pytest.raises(UpstreamError) as caught:
         await _run_synthetic(session, interaction, stream=False)
     assert API_KEY not in caught.value.message and "[redacted]" in caught.value.message
+    # Nor in the raw body the debug log keeps.
+    assert "invalid x-api-key [redacted]" in caplog.text and API_KEY not in caplog.text
 
 
 async def test_a_stream_that_ends_without_a_stop_reason_fails(session: aiohttp.ClientSession) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -866,13 +867,17 @@ async def test_errors_are_mapped(session: aiohttp.ClientSession, status: int, bo
     assert (type(caught.value), caught.value.code, caught.value.retry_after) == (error, code, retry_after)
 
 
-async def test_error_message_never_carries_the_key(session: aiohttp.ClientSession) -> None:
+async def test_error_message_never_carries_the_key(session: aiohttp.ClientSession,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="providers")
     body = _error(400, "INVALID_ARGUMENT", f"API key {API_KEY} not valid.",
                   {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"})
     with pytest.raises(UpstreamError) as caught:
         await _run_synthetic(session, Interaction.make(URL, status=400, body=body))
     assert caught.value.code == "upstream_auth_failed"
     assert API_KEY not in caught.value.message and "[redacted]" in caught.value.message
+    # Nor in the raw body the debug log keeps.
+    assert "API key [redacted] not valid" in caplog.text and API_KEY not in caplog.text
 
 
 async def test_error_inside_the_stream(session: aiohttp.ClientSession) -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import schemathesis
 from schemathesis import Case, CheckContext, Response
-from schemathesis.core.failures import Failure
-from schemathesis.openapi.checks import JsonSchemaError
 from schemathesis.specs.openapi.checks import allow_header_conformance, positive_data_acceptance
 
 from proxy.openapi import build_document
-from tests.fuzz.conftest import ADMIN_KEY, EXAMPLES, FUZZ_SETTINGS, document_validator
+from tests.fuzz.conftest import ADMIN_KEY, EXAMPLES, FUZZ_SETTINGS
 from tests.gateway_server import TEAM_A_KEY, RunningGateway
 from tests.spec_validation import validate_error_body
 
@@ -39,19 +37,6 @@ def _schema(key: str, **parameters: str) -> schemathesis.BaseSchema:
 team_schema = _schema(TEAM_A_KEY)
 # An admin key must name the team whose usage it reads, which the document cannot say.
 admin_schema = _schema(ADMIN_KEY, team="team-a").include(path=["/v1/usage", "/v1/policy/explain"])
-
-
-@team_schema.hook
-def filter_failure(context: schemathesis.HookContext, failure: Failure, case: Case, response: Response) -> bool:
-    """Keep every failure but one known bug's, pinned by ``test_listed_input_items_match_the_spec``:
-    a compaction lists the conversation's messages as the client sent them (a free-form
-    ``status``, ``null`` file fields), not in the output's shapes. A schema failure of a
-    compaction is dropped only when the reply is valid without those messages."""
-    if not isinstance(failure, JsonSchemaError) or case.operation.path != "/v1/responses/compact":
-        return True
-    body = response.json()
-    body["output"] = [item for item in body.get("output", []) if item.get("type") != "message"]
-    return not document_validator("CompactResource").is_valid(body)
 
 
 def error_envelope(ctx: CheckContext, response: Response, case: Case) -> None:

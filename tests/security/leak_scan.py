@@ -4,7 +4,12 @@ behind, and fails the run if it finds one.
 What it collects while tests run, and scans when the session ends:
 
 * every log record of the test process (a handler on the root logger; the record's message,
-  arguments, exception and extras as the gateway handed them over, before any redaction);
+  arguments, exception and extras as the gateway handed them over, before any redaction), down
+  to DEBUG for the gateway's loggers, aiohttp's and uvicorn's (``DEBUG_LOGGERS``: the scan lowers
+  their levels while it runs; pytest's own log capture stays at ``log_level`` in pyproject.toml,
+  so failure reports are not flooded);
+* every WebSocket frame a test's client receives (the ``websockets`` library's client protocol,
+  which the tests' sync and asyncio clients and the Agents SDK test's relay all use);
 * the error bodies the ``Api`` helper receives (``record_reply`` is its httpx response hook);
 * the spans of every tracer provider a gateway of this process starts (telemetry on);
 * the Prometheus text of this process's metrics;
@@ -32,12 +37,18 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 
 MIN_SECRET = 8
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_TEST_KEYS = "*interlock-test-*"
 _SECRET_NAME = re.compile(r"(?:^|_)(?:KEY|SECRET|TOKEN|PASSWORD)$")
 _STANDARD_RECORD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+DEBUG_LOGGERS = ("interlock", "proxy", "providers", "tools", "policies", "aiohttp", "uvicorn")
+"""Loggers scanned down to DEBUG: the gateway's (named ``interlock.*``, or after their module),
+aiohttp's (the upstream client, the simulator's server) and uvicorn's."""
 
 
 def named_secrets(modules: Iterable[tuple[str, object]], environ: dict[str, str]) -> set[str]:
@@ -70,9 +81,12 @@ class LeakScan:
         environ = dict(os.environ)
         self._secrets = secrets or (lambda: named_secrets(list(sys.modules.items()), environ))
         self._redis_url = redis_url
-        self.seen: dict[str, list[str]] = {"log": [], "error body": [], "span": [], "metrics": [], "redis": [],
-                                           "file": []}
+        self.seen: dict[str, list[str]] = {"log": [], "error body": [], "websocket frame": [], "span": [],
+                                           "metrics": [], "redis": [], "file": []}
         self._handler = _Records(self.seen["log"])
+        self._levels: dict[str, int] = {}
+        """The levels of ``DEBUG_LOGGERS`` before ``start``, restored by ``stop``."""
+        self._patches = pytest.MonkeyPatch()
         self._providers: list[Any] = []
         self._spans: Any = None
         self.temp_root: Path | None = None
@@ -151,11 +165,18 @@ class LeakScan:
     # -- pytest hooks --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Collect log records from now on."""
+        """Collect log records and WebSocket frames from now on."""
         logging.getLogger().addHandler(self._handler)
+        self._levels = {name: logging.getLogger(name).level for name in DEBUG_LOGGERS}
+        for name in DEBUG_LOGGERS:
+            logging.getLogger(name).setLevel(logging.DEBUG)
+        self._patches.setattr(ClientProtocol, "events_received", _recording_frames(self.seen["websocket frame"]))
 
     def stop(self) -> None:
         logging.getLogger().removeHandler(self._handler)
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
+        self._patches.undo()
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.start()
@@ -188,6 +209,25 @@ class LeakScan:
             terminalreporter.section("secrets found in logs, replies, spans, metrics or stores", red=True)
             for leak in self.leaks:
                 terminalreporter.line(leak, red=True)
+
+
+def _recording_frames(sink: list[str]) -> Callable[[ClientProtocol], list[Event]]:
+    """``ClientProtocol.events_received`` that also keeps each frame's text in ``sink`` (frames
+    arrive decompressed; a continuation frame is joined to the frame before it)."""
+    received = ClientProtocol.events_received
+
+    def events_received(protocol: ClientProtocol) -> list[Event]:
+        events = received(protocol)
+        for event in events:
+            if isinstance(event, Frame):
+                text = bytes(event.data).decode("utf-8", "replace")
+                if event.opcode is Opcode.CONT and sink:
+                    sink[-1] += text
+                else:
+                    sink.append(text)
+        return events
+
+    return events_received
 
 
 def _redis_value(client: Any, key: bytes) -> object:

@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from proxy.telemetry.logs import JsonFormatter, TextFormatter, bind_request_id, protect_secrets, redact
+from proxy.telemetry.logs import (
+    JsonFormatter,
+    TextFormatter,
+    bind_request_id,
+    protect_secrets,
+    redact,
+    redact_library_records,
+)
 
 
 @pytest.fixture
@@ -100,6 +107,22 @@ def test_the_text_format_is_redacted_too() -> None:
     record = logging.makeLogRecord({"name": "interlock", "levelno": logging.INFO, "levelname": "INFO",
                                     "msg": "sent %s", "args": ("Bearer abc.def-ghi",)})
     assert TextFormatter().format(record).endswith("INFO interlock sent Bearer [redacted]")
+
+
+def test_a_handshake_header_reaches_every_handler_redacted() -> None:
+    """websockets, under uvicorn, logs each handshake header to ``uvicorn.error`` at debug."""
+    raw = logging.StreamHandler(io.StringIO())  # a handler without the gateway's formatters
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    uvicorn_error.addHandler(raw)
+    level = uvicorn_error.level
+    uvicorn_error.setLevel(logging.DEBUG)
+    try:
+        redact_library_records()
+        uvicorn_error.debug("< %s: %s", "authorization", "Bearer sk-team-key-abcdef")
+    finally:
+        uvicorn_error.removeHandler(raw)
+        uvicorn_error.setLevel(level)
+    assert raw.stream.getvalue() == "< authorization: Bearer [redacted]\n"
 
 
 def test_the_cli_configuration_writes_uvicorn_logs_as_json() -> None:
