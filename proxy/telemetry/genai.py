@@ -111,7 +111,7 @@ class _Attempt:
         self.reported_model: str | None = None
         self.reported_tier: str | None = None
         tracer = SWITCHES.tracer
-        self.span = None if tracer is None else _attempt_span(tracer, turn, candidate, request)
+        self.span = None if tracer is None or _unsampled() else _attempt_span(tracer, turn, candidate, request)
         capture = self.span is not None and SWITCHES.capture_content and self.span.is_recording()
         self.output = OutputCollector() if capture else None
         self.started = time.perf_counter()
@@ -175,6 +175,15 @@ class _Attempt:
         if self.output is not None:
             attributes["gen_ai.output.messages"] = self.output.messages(attributes["gen_ai.response.finish_reasons"][0])
         return attributes
+
+
+def _unsampled() -> bool:
+    """The request's trace is not sampled: an attempt span under it would not be either (the
+    sampler follows the parent), so none is made and ``traceparent`` names the server span. Most
+    requests at a low sample ratio; building and ending the span cost more than the rest of the
+    attempt's telemetry."""
+    parent = trace.get_current_span().get_span_context()
+    return parent.is_valid and not parent.trace_flags.sampled
 
 
 def _attempt_span(tracer: Tracer, turn: Turn, candidate: Candidate, request: UpstreamRequest) -> Span:

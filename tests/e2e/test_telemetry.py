@@ -214,6 +214,24 @@ def test_a_retried_request_is_one_trace_under_the_clients(traced: Traced, api: A
         "each attempt names its own span upstream"
 
 
+def test_an_unsampled_request_passes_its_trace_on_without_attempt_spans(traced: Traced, api: Api,
+                                                                       upstream_log: Any) -> None:
+    """A client's unsampled ``traceparent`` (flags 00): no span of its trace is recorded, and each
+    upstream attempt is sent the trace with the gateway's server span as parent, still unsampled."""
+    trace_id = "5c1e0f7d2b9a4c3e8d6f1a2b3c4d5e6f"
+    reply = api.http.post("/v1/responses", json={"model": "flaky", "input": "hi"},
+                          headers={"traceparent": f"00-{trace_id}-{CLIENT_SPAN}-00"})
+    assert reply.status_code == 200, reply.text
+    sent = [entry["headers"]["traceparent"] for entry in upstream_log()]
+    assert sent and len(set(sent)) == 1  # every attempt (flaky fails once per module), under one (the server's) span
+    version, sent_trace, parent, flags = sent[0].split("-")
+    assert (version, sent_trace, flags) == ("00", trace_id, "00") and parent != CLIENT_SPAN
+    # A sampled request after it: once its spans are in, the unsampled one's would be too.
+    marker = api.http.post("/v1/responses", json={"model": "sim", "input": "hi"}, headers=TRACEPARENT)
+    traced.trace_of(marker.headers["x-request-id"])
+    assert not [span for span in traced.exporter.get_finished_spans() if span.context.trace_id == int(trace_id, 16)]
+
+
 def test_server_side_tools_get_a_span_between_model_turns(traced: Traced, api: Api) -> None:
     reply = api.http.post("/v1/responses", json={"model": "sim", "input": "compute 42", "tools": [USE_CALCULATOR],
                                                  "stream": True})
