@@ -7,7 +7,9 @@ the head must arrive within ``listen.header_timeout_s`` and fit in ``listen.max_
 otherwise the client gets 408 or 431 in the error envelope and its connection is closed.
 
 The deadline runs from a new connection's opening, and on a kept-alive connection from the first
-bytes after a response; the wait for them stays uvicorn's keep-alive timeout. A head that arrives
+bytes after a response; the wait for them stays uvicorn's keep-alive timeout. A request answered
+before its body was read has the same time, from its reply, for the rest of the body to arrive
+(uvicorn drops it); then the connection is closed. A head that arrives
 in one chunk costs no timer, and once it is complete the protocol adds one attribute check per
 chunk of body.
 """
@@ -18,6 +20,7 @@ import asyncio
 import logging
 import sys
 from asyncio import TimerHandle
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
@@ -117,14 +120,33 @@ class HeaderGuardProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._reading_head = True
         self._head_room = self._max_head_bytes
+        self._cancel_timer()  # a body that was still arriving after its reply has ended in time
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Answered before its body was read (a 401, a 404, a 405): uvicorn reads and drops the
+        # rest, and each byte cancels its keep-alive timer, so a trickled remainder would hold
+        # the connection. It gets the head's time to finish, then the connection is closed.
+        if not self._reading_head and self._timer is None and not self.transport.is_closing():
+            self._arm(self._leftover_too_slow)
 
     def _idle(self) -> bool:
         """No response is in progress or queued (``cycle`` is the latest request's)."""
         return self.cycle is None or self.cycle.response_complete
 
     def _arm_head_deadline(self) -> None:
+        self._arm(self._head_too_slow)
+
+    def _arm(self, callback: Callable[[], None]) -> None:
         if self._header_timeout_s is not None:
-            self._timer = self.loop.call_later(self._header_timeout_s, self._head_too_slow)
+            self._timer = self.loop.call_later(self._header_timeout_s, callback)
+
+    def _leftover_too_slow(self) -> None:
+        self._timer = None
+        if not self.transport.is_closing():
+            log.info("closed a connection whose request body was still arriving %gs after its reply",
+                     self._header_timeout_s)
+            self.transport.close()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

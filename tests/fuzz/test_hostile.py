@@ -393,6 +393,30 @@ def test_blank_lines_trickled_after_a_request_get_408(fuzzed: RunningGateway) ->
     _assert_refusal(received, 408, "request_timeout")
 
 
+def test_a_body_trickled_after_an_early_reply_is_bounded(fuzzed: RunningGateway) -> None:
+    """A request refused before its body was read (405 here): uvicorn drops the rest of the body,
+    and each byte would cancel its keep-alive timer; the rest has the head's deadline."""
+    with socket.create_connection(("127.0.0.1", fuzzed.port)) as sock:
+        sock.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        received, closed, elapsed = _trickle(sock, b" ", HEADER_TIMEOUT_S + 4)
+    assert closed, "the connection stayed open under a body trickled after its reply"
+    assert elapsed < HEADER_TIMEOUT_S + 2
+    assert _statuses(received) == [405]
+
+
+def test_a_body_finished_after_an_early_reply_keeps_the_connection(fuzzed: RunningGateway) -> None:
+    with socket.create_connection(("127.0.0.1", fuzzed.port), timeout=10) as sock:
+        sock.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+        reply = b""
+        while not reply.endswith(b"}"):  # the 405 and its envelope
+            reply += sock.recv(65536)
+        assert _statuses(reply) == [405]
+        time.sleep(HEADER_TIMEOUT_S / 2)
+        sock.sendall(b"123456789")  # the rest of the body, in time
+        time.sleep(HEADER_TIMEOUT_S)  # past the deadline the rest had: it no longer applies
+        assert _statuses(_exchange(sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")) == [200]
+
+
 def test_a_silent_connection_is_closed(fuzzed: RunningGateway) -> None:
     with socket.create_connection(("127.0.0.1", fuzzed.port), timeout=HEADER_TIMEOUT_S + 4) as sock:
         started = time.monotonic()
