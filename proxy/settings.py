@@ -38,7 +38,8 @@ class Listen(Struct, kw_only=True, forbid_unknown_fields=True):
     header_timeout_s: Annotated[float, Meta(gt=0)] | None = 10.0
     """Seconds a client has to send a request's line and headers, from a new connection's opening
     or a later request's first byte; a slower one (slowloris) gets 408 and its connection closed
-    (``proxy/header_guard.py``). ``null``: no bound."""
+    (``proxy/header_guard.py``). It also bounds the rest of a body still arriving after its
+    request was answered. ``null``: no bound."""
     max_header_bytes: Annotated[int, Meta(ge=1)] | None = 64 * 1024
     """Bytes a request's line and headers may take; more get 431 and the connection closed.
     ``null``: no bound."""
