@@ -142,9 +142,10 @@ class _Attempt:
         deployment = self.candidate.spec.name
         if SWITCHES.metrics:
             elapsed = time.perf_counter() - self.started
-            metrics.UPSTREAM_DURATION.labels(self.alias, deployment, outcome).observe(elapsed)
+            metrics.labelled(metrics.UPSTREAM_DURATION, self.alias, deployment, outcome).observe(elapsed)
             if self.first_token_at is not None:
-                metrics.UPSTREAM_FIRST_TOKEN.labels(self.alias, deployment).observe(self.first_token_at - self.started)
+                first_token = self.first_token_at - self.started
+                metrics.labelled(metrics.UPSTREAM_FIRST_TOKEN, self.alias, deployment).observe(first_token)
         span = self.span
         if span is None:
             return
@@ -222,7 +223,7 @@ def turn_settled(turn: Turn) -> None:
         return
     candidate = turn.candidate
     if SWITCHES.metrics and candidate is not None:
-        metrics.OVERHEAD.labels(turn.model.alias).observe(turn.overhead_s)
+        metrics.labelled(metrics.OVERHEAD, turn.model.alias).observe(turn.overhead_s)
     record = current_record()
     span = record.span if record is not None else None
     if span is None or not span.is_recording():  # a detached (background) turn outlives its request's span
@@ -249,13 +250,13 @@ def usage_recorded(record: UsageRecord) -> None:
     if not SWITCHES.metrics:
         return
     team, model, tier = record.team, record.model, record.tier
-    metrics.TOKENS.labels(team, model, tier, "input").inc(record.input_tokens)
-    metrics.TOKENS.labels(team, model, tier, "cached_input").inc(record.cached_tokens)
-    metrics.TOKENS.labels(team, model, tier, "output").inc(record.output_tokens)
-    metrics.COST.labels(team, model, tier, SWITCHES.currency).inc(record.cost)
+    metrics.labelled(metrics.TOKENS, team, model, tier, "input").inc(record.input_tokens)
+    metrics.labelled(metrics.TOKENS, team, model, tier, "cached_input").inc(record.cached_tokens)
+    metrics.labelled(metrics.TOKENS, team, model, tier, "output").inc(record.output_tokens)
+    metrics.labelled(metrics.COST, team, model, tier, SWITCHES.currency).inc(record.cost)
 
 
 def limit_refused(team: str, alias: str, reason: str) -> None:
     """A rate limit or budget refused the request (``reason``: the error's code)."""
     if SWITCHES.metrics:
-        metrics.LIMIT_REJECTIONS.labels(team, alias, reason).inc()
+        metrics.labelled(metrics.LIMIT_REJECTIONS, team, alias, reason).inc()

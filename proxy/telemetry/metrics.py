@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -67,6 +67,21 @@ TOOL_EXECUTIONS = Counter("interlock_tool_executions", "Server-side tool calls, 
                           ["tool", "outcome"], registry=REGISTRY)
 TOOL_DURATION = Histogram("interlock_tool_duration_seconds", "Wall-clock time of one server-side tool call.",
                           ["tool"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
+_children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: _Metric, *values: str) -> _Metric:
+    """``metric.labels(*values)``, looked up once per label set: prometheus_client validates and
+    locks on every ``labels`` call, several times per request. The label sets are bounded (the
+    module docstring), so this is too; no metric here ever drops a child."""
+    key = (metric, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return cast(_Metric, child)
+
 
 _CIRCUIT_STATES = ("closed", "open", "half_open")
 

@@ -72,7 +72,7 @@ def _observe_requests(app: ASGIApp) -> ASGIApp:
         if scope["type"] == "http":
             await _http(app, cast(HTTPScope, scope), receive, send)
         elif scope["type"] == "websocket" and SWITCHES.metrics:
-            streams = metrics.OPEN_STREAMS.labels("websocket")
+            streams = metrics.labelled(metrics.OPEN_STREAMS, "websocket")
             streams.inc()
             try:
                 await app(scope, receive, send)
@@ -108,7 +108,7 @@ async def _http(app: ASGIApp, scope: HTTPScope, receive: Receive, send: Send) ->
             streaming = any(name == b"content-type" and value.startswith(_EVENT_STREAM)
                             for name, value in message.get("headers", ()))
             if streaming and SWITCHES.metrics:
-                metrics.OPEN_STREAMS.labels("sse").inc()
+                metrics.labelled(metrics.OPEN_STREAMS, "sse").inc()
         await send(message)
 
     try:
@@ -118,11 +118,11 @@ async def _http(app: ASGIApp, scope: HTTPScope, receive: Receive, send: Send) ->
         raise
     finally:
         if streaming and SWITCHES.metrics:
-            metrics.OPEN_STREAMS.labels("sse").dec()
+            metrics.labelled(metrics.OPEN_STREAMS, "sse").dec()
         if SWITCHES.metrics:
             labels = (route, method, str(status), record.team, record.model)
-            metrics.REQUESTS.labels(*labels).inc()
-            metrics.REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - started)
+            metrics.labelled(metrics.REQUESTS, *labels).inc()
+            metrics.labelled(metrics.REQUEST_DURATION, *labels).observe(time.perf_counter() - started)
         if span is not None:
             _end_server_span(span, record, status, failure)
         if span_token is not None:

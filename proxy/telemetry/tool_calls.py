@@ -42,8 +42,8 @@ async def observe_tool(call: FunctionCall, running: Awaitable[ToolResult]) -> To
         return result
     finally:
         if SWITCHES.metrics:
-            metrics.TOOL_EXECUTIONS.labels(call.name, outcome).inc()
-            metrics.TOOL_DURATION.labels(call.name).observe(time.perf_counter() - started)
+            metrics.labelled(metrics.TOOL_EXECUTIONS, call.name, outcome).inc()
+            metrics.labelled(metrics.TOOL_DURATION, call.name).observe(time.perf_counter() - started)
         if span is not None:
             _end_tool_span(span, call, result, outcome)
 

@@ -103,3 +103,15 @@ def test_metrics_of_every_worker_are_added_up(tmp_path: Path) -> None:
     assert ('interlock_requests_total{method="POST",model="sim",route="/v1/responses",status="200",team="team-a"} 2.0'
             in done.stdout)
     assert 'interlock_open_streams{transport="sse"}' not in done.stdout, "exited workers' streams are not open"
+
+
+def test_labelled_children_are_the_metrics_own_and_looked_up_once() -> None:
+    from proxy.telemetry import metrics
+
+    child = metrics.labelled(metrics.TOOL_EXECUTIONS, "labelled-probe", "ok")
+    assert child is metrics.labelled(metrics.TOOL_EXECUTIONS, "labelled-probe", "ok")
+    assert child is metrics.TOOL_EXECUTIONS.labels("labelled-probe", "ok")
+    before = child._value.get()
+    metrics.labelled(metrics.TOOL_EXECUTIONS, "labelled-probe", "ok").inc()
+    assert metrics.TOOL_EXECUTIONS.labels("labelled-probe", "ok")._value.get() == before + 1
+    assert metrics.labelled(metrics.TOOL_EXECUTIONS, "labelled-probe", "error") is not child
