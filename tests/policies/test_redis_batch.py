@@ -1,6 +1,7 @@
-"""``BatchedScript`` against the real Redis: concurrent calls share pipelines and each gets its
-own reply, an unknown script is loaded and its calls sent again, an unreachable server fails
-every waiting call, and a caller that leaves takes nothing from the others."""
+"""``BatchedScript`` against the real Redis: a lone call goes out at once, concurrent calls
+share pipelines and each gets its own reply, an unknown script is loaded and its calls sent
+again, an unreachable server fails every waiting call, and a caller that leaves takes nothing
+from the others."""
 
 from __future__ import annotations
 
@@ -58,6 +59,23 @@ async def test_a_lone_call_is_sent_at_once_and_calls_after_it_batch_again(redis:
     key = "{" + prefix + "}:count"
     assert await script([key], [5]) == 5
     assert await script([key], [5]) == 10
+
+
+async def test_a_call_with_nothing_in_flight_goes_out_from_its_own_task(redis: Redis, prefix: str) -> None:
+    """No sender task, so the call does not wait its turn behind the loop's ready callbacks."""
+    script = BatchedScript(redis, _COUNT)
+    key = "{" + prefix + "}:count"
+    sent_from: list[asyncio.Task[Any] | None] = []
+    run_all = script.run_all
+
+    async def spy(calls: Any) -> list[object]:
+        sent_from.append(asyncio.current_task())
+        return await run_all(calls)
+
+    script.run_all = spy  # type: ignore[method-assign]
+    caller = asyncio.ensure_future(script([key], [1]))
+    assert await caller == 1
+    assert sent_from == [caller]
 
 
 async def test_a_script_the_server_forgot_is_loaded_again(redis: Redis, prefix: str) -> None:
