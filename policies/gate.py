@@ -1,7 +1,8 @@
 """The policy step of a request: ``Gate``, what the engine calls.
 
     ticket = await gate.admit(principal, request, input_tokens=len(raw) // 4)
-        policy → model allowed → service_tier → store → route (no I/O) → limits (one round trip)
+        policy → model allowed → service_tier → store → route (no I/O) → limits (one round trip,
+        or, with ``overlap=True``, running beside the upstream call: ``await ticket.confirm()``)
     for candidate in ticket.route.candidates: ...; await gate.report(candidate, ok)
     record = await gate.settle(ticket, candidate, usage, reported_tier=...)
 """
@@ -67,12 +68,33 @@ class Ticket(Struct, kw_only=True):
 
     principal: Principal
     decision: Decision
-    reservation: Reservation
+    reservation: Reservation | None
+    """None until an admission running beside the upstream call answers (``confirm``)."""
     started: float
+    admission: asyncio.Future[Reservation] | None = None
 
     @property
     def route(self) -> Route:
         return self.decision.route
+
+    async def confirm(self) -> Reservation:
+        """The request's reservation, once its admission has answered; raises the refusal (429,
+        or 503 where the limits store is unreachable and the policy fails closed)."""
+        if self.reservation is None:
+            assert self.admission is not None
+            # Shielded: a caller that leaves must not cancel the admission, whose result
+            # settlement still needs.
+            self.reservation = await asyncio.shield(self.admission)
+        return self.reservation
+
+    @property
+    def refusal(self) -> GatewayError | None:
+        """What the admission refused the request with, once it has answered."""
+        admission = self.admission
+        if admission is None or not admission.done() or admission.cancelled():
+            return None
+        error = admission.exception()
+        return error if isinstance(error, GatewayError) else None
 
 
 def decide(snapshot: Snapshot, policy: ResolvedPolicy, request: ResponseRequest, *,
@@ -199,21 +221,32 @@ class Gate:
         await self.limits.close()
 
     async def admit(self, principal: Principal, request: ResponseRequest, *,
-                    input_tokens: int | None = None) -> Ticket:
+                    input_tokens: int | None = None, overlap: bool = False) -> Ticket:
         """Decide, route and take the request from its limits (one Redis round trip), or raise the
         refusal. ``input_tokens`` is an estimate (``len(body) // 4`` will do): it skips
-        deployments with a smaller context window and is reserved against tpm limits."""
+        deployments with a smaller context window and is reserved against tpm limits.
+
+        ``overlap``: the caller will ``confirm`` the ticket before anything reaches the client,
+        so where the limits allow it (``Limits.may_overlap``) the round trip runs beside the
+        upstream call instead of before it, taking it off the time to first byte."""
         snapshot = self.policies.current
         policy = snapshot.policy(principal)
         decision = decide(snapshot, policy, request, circuits=self.circuits.state, input_tokens=input_tokens,
                           rng=self._rng)
-        note_model(decision.model.alias)
+        alias = decision.model.alias
+        note_model(alias)
+        taking = self._take(principal, policy, alias, input_tokens or 0)
+        if overlap and self.limits.may_overlap(policy, alias):
+            return Ticket(principal=principal, decision=decision, reservation=None, started=time.monotonic(),
+                          admission=asyncio.ensure_future(taking))
+        return Ticket(principal=principal, decision=decision, reservation=await taking, started=time.monotonic())
+
+    async def _take(self, principal: Principal, policy: ResolvedPolicy, alias: str, tokens: int) -> Reservation:
         try:
-            reservation = await self.limits.admit(policy, decision.model.alias, reserve_tokens=input_tokens or 0)
+            return await self.limits.admit(policy, alias, reserve_tokens=tokens)
         except GatewayError as exc:
-            limit_refused(principal.team, decision.model.alias, exc.code or exc.type)
+            limit_refused(principal.team, alias, exc.code or exc.type)
             raise
-        return Ticket(principal=principal, decision=decision, reservation=reservation, started=time.monotonic())
 
     def readmit(self, principal: Principal, request: ResponseRequest, *, input_tokens: int | None = None) -> Ticket:
         """A ticket for a request whose limits were taken by an earlier ``admit`` (a background
@@ -246,7 +279,7 @@ class Gate:
             cost=cost(usage, candidate.spec, tier) if candidate else 0.0,
             latency_ms=(time.monotonic() - ticket.started) * 1000, response_id=response_id)
         usage_recorded(record)
-        await self.limits.settle(ticket.reservation, record)
+        await self.limits.settle(await ticket.confirm(), record)
         return record
 
     async def usage(self, team: str, start: float, end: float, *, limit: int = 1000) -> list[UsageRecord]:

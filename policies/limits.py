@@ -12,6 +12,12 @@ and ``monthly_budget`` cap spend per UTC day and calendar month.
   spend counters the cost at the served tier, and a usage record is kept. So a budget can be
   overrun by the requests in flight when it is reached, and tpm by one response's tokens.
 - ``usage()``: the records of a team in a time range, for the admin endpoint.
+- ``may_overlap()``: whether a request's admission may run beside its upstream call rather than
+  before it (``policies.gate``). Only where admitting is a round trip to a shared store, and only
+  while the last answer for the same team, key and model left room to spare: at least
+  ``OVERLAP_MARGIN`` of every limit, counted down by each overlapped request until the next
+  answer. Admission still decides; the margin bounds how many upstream calls a refusal can
+  cancel once sent.
 
 ``MemoryLimits`` keeps everything in the process (one replica). ``policies.limits_redis``
 shares it through Redis and applies the policy's fail mode when Redis is unreachable.
@@ -35,6 +41,12 @@ from policies.resolve import ResolvedPolicy
 from proxy.errors import RateLimited, ServerError
 
 _PLANS_KEPT = 10_000
+OVERLAP_MARGIN = 0.1
+"""Share of each limit an admission must leave for later requests to be admitted beside their
+upstream calls."""
+_OVERLAP_FRESH_S = 1.0
+"""How long one admission's answer vouches for the requests after it."""
+_SPARE_MAX = 1_000_000
 
 
 class Bucket(Struct, frozen=True, kw_only=True):
@@ -143,10 +155,28 @@ def cost_of(bucket: Bucket, plan: Plan) -> int:
 class Limits(ABC):
     """The limits API the gateway calls; see the module docstring for the semantics."""
 
+    remote = False
+    """Admitting is a round trip to a shared store (worth overlapping with the upstream call)."""
+
     def __init__(self, *, currency: str = "USD", clock: Callable[[], float] = time.time) -> None:
         self.currency = currency
         self._clock = clock
         self._plans: dict[tuple[str, str | None, str], tuple[ResolvedPolicy, Plan]] = {}
+        self._spare: dict[tuple[str, str | None, str], tuple[float, int]] = {}
+        """Per team, key and alias: until when, and for how many more requests, an admission may
+        overlap the upstream call."""
+
+    def may_overlap(self, policy: ResolvedPolicy, alias: str) -> bool:
+        """Whether this request's admission may run beside its upstream call; True takes one of
+        the requests the last answer left room for."""
+        if not self.remote:
+            return False
+        key = (policy.team, policy.key, alias)
+        entry = self._spare.get(key)
+        if entry is None or entry[1] < 1 or entry[0] < time.monotonic():
+            return False
+        self._spare[key] = (entry[0], entry[1] - 1)
+        return True
 
     async def admit(self, policy: ResolvedPolicy, alias: str, *, reserve_tokens: int = 0) -> Reservation:
         """Take the request from every limit or refuse it: ``RateLimited`` (429, with the limit's
@@ -156,6 +186,7 @@ class Limits(ABC):
         if not plan.buckets and not plan.budgets:
             return Reservation(plan=plan, statuses=())
         statuses = await self._evaluate(plan, dry=False)
+        self._note_spare(policy, alias, plan, statuses)
         if statuses is None:
             if policy.fail_mode == "closed":
                 raise ServerError("Rate limits and budgets cannot be checked right now (the limits store is "
@@ -175,6 +206,16 @@ class Limits(ABC):
         """Count the response's tokens and cost and keep its usage record."""
         taken = 0 if reservation.degraded else reservation.plan.reserved  # degraded: nothing was reserved
         await self._account(reservation.plan, record.input_tokens + record.output_tokens - taken, record)
+
+    def _note_spare(self, policy: ResolvedPolicy, alias: str, plan: Plan, statuses: list[LimitStatus] | None) -> None:
+        key = (policy.team, policy.key, alias)
+        spare = 0 if statuses is None else spare_requests(plan, statuses)
+        if spare < 1:
+            self._spare.pop(key, None)
+            return
+        if len(self._spare) >= _PLANS_KEPT and key not in self._spare:
+            self._spare.clear()
+        self._spare[key] = (time.monotonic() + _OVERLAP_FRESH_S, spare)
 
     def _plan(self, policy: ResolvedPolicy, alias: str, reserve_tokens: int) -> Plan:
         """``plan_limits``, kept per team, key and alias until the policy changes or the day ends."""
@@ -224,6 +265,20 @@ class Limits(ABC):
 
 def is_budget(status: LimitStatus) -> bool:
     return status.label.endswith(" budget")
+
+
+def spare_requests(plan: Plan, statuses: list[LimitStatus]) -> int:
+    """How many more requests like this one fit in every limit, above ``OVERLAP_MARGIN`` of it
+    (statuses in the order ``_evaluate`` gives: buckets, then budgets); 0 when any is refused or
+    a budget is within the margin (its next cost is unknown)."""
+    spare = math.inf
+    for index, status in enumerate(statuses):
+        room = status.remaining - OVERLAP_MARGIN * status.limit
+        if not status.ok or room < 0:
+            return 0
+        if index < len(plan.buckets):
+            spare = min(spare, room // max(cost_of(plan.buckets[index], plan), 1))
+    return int(min(spare, _SPARE_MAX))
 
 
 def bucket_level(level: float | None, since: float | None, capacity: int, now: float) -> float:

@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 
 from policies.backend import RedisClient
 
-ScriptCall = tuple[Sequence[str], Sequence[str | int | float]]
+ScriptCall = tuple[Sequence[str | bytes], Sequence[str | bytes | int | float]]
 """``(keys, args)`` of one call."""
 
 _MAX_BATCH = 256
@@ -36,7 +36,7 @@ class BatchedScript:
         self._busy = False
         """A call or a batch is on the wire: calls made meanwhile wait for the next batch."""
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[str | int | float]) -> object:
+    async def __call__(self, keys: Sequence[str | bytes], args: Sequence[str | bytes | int | float]) -> object:
         """The script's reply; a Redis error raised as redis-py raises it."""
         loop = asyncio.get_running_loop()
         if not self._busy:

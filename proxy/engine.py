@@ -67,8 +67,10 @@ class Turn:
     resource: ResponseResource
     conversation: list[Item]
     """What the model sees: previous input and output, then this request's input, resolved."""
-    stored_input: list[Item]
-    """The same items with an id on each, as the store keeps them."""
+    history_stored: list[Item]
+    """The previous response's input and output, as the store keeps them."""
+    new_input: list[Item]
+    """This request's input, resolved."""
     tools: list[Tool]
     """The tools as the model sees them (server-side ones with their registered definition)."""
     server_tools: dict[str, ToolSpec]
@@ -89,6 +91,15 @@ class Turn:
     candidate: Candidate | None = None
     """The candidate that answered the latest model turn."""
     settled: bool = False
+    _stored_input: list[Item] | None = None
+
+    @property
+    def stored_input(self) -> list[Item]:
+        """The input items as the store keeps them (the history's, then this request's in
+        ``stored_form``); made when first asked: a response not stored never needs them."""
+        if self._stored_input is None:
+            self._stored_input = [*self.history_stored, *(stored_form(item) for item in self.new_input)]
+        return self._stored_input
 
     @property
     def store(self) -> bool:
@@ -122,7 +133,7 @@ class Engine:
     # -- preparation ---------------------------------------------------------------------------
     async def prepare(self, principal: Principal, request: ResponseRequest, *, response_id: str | None = None,
                       lookup_previous: PreviousLookup | None = None, charge_limits: bool = True,
-                      received: float | None = None) -> Turn:
+                      received: float | None = None, overlap_admission: bool = False) -> Turn:
         """Resolve the request into a ``Turn``.
 
         ``response_id``: the id to use (a background job resumes the response it queued).
@@ -131,6 +142,9 @@ class Engine:
         ``charge_limits``: False when the request's limits were already charged (a background job
         admitted when it was queued).
         ``received``: ``time.perf_counter()`` when the request arrived, for the overhead figure.
+        ``overlap_admission``: the turn goes straight to ``open``, which may then make the upstream
+        call while the limits still answer (``Gate.admit``), and waits for them before the first
+        byte.
 
         The policy admits the request last, after every lookup that may refuse it, so a refused
         request takes nothing from the limits."""
@@ -163,11 +177,10 @@ class Engine:
             history = list(history_stored)
 
         new_items = await self._resolve_references(principal, request.input, history_stored)
-        stored_new = [stored_form(item) for item in new_items]
         resource = new_resource(request, response_id=response_id or new_id("resp"), model=alias)
         estimate = estimate_tokens(request.size)
         if charge_limits:
-            ticket = await self.gate.admit(principal, request, input_tokens=estimate)
+            ticket = await self.gate.admit(principal, request, input_tokens=estimate, overlap=overlap_admission)
         else:
             ticket = self.gate.readmit(principal, request, input_tokens=estimate)
         decision = ticket.decision
@@ -177,7 +190,7 @@ class Engine:
         if decision.max_tool_calls is not None:
             limit = min(limit, decision.max_tool_calls)
         return Turn(principal=principal, request=request, model=decision.model, resource=resource,
-                    conversation=[*history, *new_items], stored_input=[*history_stored, *stored_new],
+                    conversation=[*history, *new_items], history_stored=history_stored, new_input=new_items,
                     tools=tools, server_tools=specs, max_tool_calls=limit, ticket=ticket, received=received)
 
     async def _stored(self, team: str, response_id: str) -> StoredResponse | None:
@@ -230,10 +243,17 @@ class Engine:
         """Reach the first delta: retry each candidate, then fall back to the next. Errors that
         are the caller's (4xx from the upstream) end the search at once. A request no candidate
         answers is settled here, as nothing else will see it."""
+        upstream: AsyncGenerator[Delta, None] | None = None
         try:
             upstream, first = await self._connect(turn, stream)
-        except BaseException:
+            await turn.ticket.confirm()
+        except BaseException as exc:
+            if upstream is not None:  # the limits refused it while the upstream was answering
+                await upstream.aclose()
             await asyncio.shield(self._settle(turn))
+            refusal = turn.ticket.refusal
+            if refusal is not None and refusal is not exc and isinstance(exc, GatewayError):
+                raise refusal from None  # a refused request gets the refusal, whatever the upstream said
             raise
         return OpenStream(turn=turn, builder=ResponseBuilder(turn.resource), upstream=upstream, first=first,
                           stream=stream)
@@ -398,6 +418,10 @@ class Engine:
         if turn.settled:
             return
         turn.settled = True
+        try:
+            await turn.ticket.confirm()
+        except GatewayError:
+            return  # refused: the request took nothing from the limits
         turn_settled(turn)
         reported = turn.resource.service_tier if turn.resource.status == "completed" else None
         try:

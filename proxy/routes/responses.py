@@ -4,10 +4,12 @@ cancel, delete, list input items."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Literal, cast
 
 from litestar import Request, Response, delete, get, post
 from litestar.response import Stream
+from litestar.types import ASGIApp
 
 from proxy.auth import Principal
 from proxy.decoding import decode_create_request
@@ -15,6 +17,7 @@ from proxy.engine import Turn
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.gateway import Gateway
 from proxy.jobs import event_stream
+from proxy.routes.reply import JSONReply
 from proxy.schema.codec import encode
 from proxy.schema.response import DeletedResponse, ItemList
 from proxy.store import StoredResponse
@@ -44,7 +47,7 @@ def _not_found(response_id: str) -> NotFound:
 
 
 @post("/v1/responses", status_code=200)
-async def create_response(request: Request) -> Response[bytes] | Stream:
+async def create_response(request: Request) -> ASGIApp:
     received = time.perf_counter()
     gateway = _gateway(request)
     principal = gateway.authenticate(request.headers.get("authorization"))
@@ -54,23 +57,28 @@ async def create_response(request: Request) -> Response[bytes] | Stream:
     body = await request.body()
     parsed = decode_create_request(body)
     engine = gateway.engine
-    turn = await engine.prepare(principal, parsed, received=received)
+    background = parsed.body.background is True
+    turn = await engine.prepare(principal, parsed, received=received, overlap_admission=not background)
     # The body's stream flag alone picks SSE: real clients send Accept: application/json anyway.
     streaming = parsed.body.stream is True
-    if parsed.body.background is True:
+    if background:
         queued = await gateway.jobs.submit(turn, body)
         if not streaming:
-            return _json(queued)
+            return JSONReply(encode(queued), headers={})
         # The client follows the job's event log, so the job goes on if it leaves.
         logged = await event_stream(gateway.store, principal.team, queued.id, after=-1)
-        return Stream(logged, media_type="text/event-stream", headers=SSE_HEADERS)
+        return _sse(logged, SSE_HEADERS, request)
     opened = await engine.open(turn, stream=streaming)
     if not streaming:
         resource = await engine.run(opened)
-        return Response(encode(resource), media_type=JSON, headers=route_headers(turn))
+        return JSONReply(encode(resource), headers=route_headers(turn))
 
-    return Stream(sse_body(engine.events(opened)), media_type="text/event-stream",
-                  headers={**SSE_HEADERS, **route_headers(turn)})
+    return _sse(sse_body(engine.events(opened)), {**SSE_HEADERS, **route_headers(turn)}, request)
+
+
+def _sse(frames: AsyncIterator[bytes], headers: dict[str, str], request: Request) -> ASGIApp:
+    # Made an ASGI app here: returned as a ``Stream``, the route's media type (JSON) would replace its own.
+    return Stream(frames, media_type="text/event-stream", headers=headers).to_asgi_response(None, request)
 
 
 def route_headers(turn: Turn) -> dict[str, str]:
@@ -80,8 +88,9 @@ def route_headers(turn: Turn) -> dict[str, str]:
                "x-interlock-overhead-ms": f"{turn.overhead_s * 1000:.3f}"}
     if turn.candidate is not None:
         headers["x-interlock-deployment"] = turn.candidate.spec.name
+    reservation = turn.ticket.reservation  # confirmed: the route asks once the turn is open
     for unit, suffix in (("requests", " rpm"), ("tokens", " tpm")):
-        statuses = [status for status in turn.ticket.reservation.statuses if status.label.endswith(suffix)]
+        statuses = [status for status in reservation.statuses if status.label.endswith(suffix)] if reservation else []
         if statuses:
             tightest = min(statuses, key=lambda status: status.remaining)
             headers[f"x-ratelimit-limit-{unit}"] = str(int(tightest.limit))

@@ -134,6 +134,18 @@ async def test_the_429_names_the_limit_that_frees_up_last(new_limits: Factory) -
     assert caught.value.code == "budget_exceeded"
 
 
+async def test_a_changed_policy_applies_from_the_next_request(new_limits: Factory) -> None:
+    limits = new_limits()
+    before = policy(limits={"team": {"rpm": 10}, "key": {"daily_budget": 1}})
+    await limits.settle(await limits.admit(before, "gpt"), _record(1.0))
+    after = policy(limits={"team": {"rpm": 1}, "key": {"daily_budget": 2}})  # as a reload makes it: a new policy
+    statuses = {status.label: status for status in (await limits.admit(after, "gpt")).statuses}
+    assert statuses["team rpm"].remaining == pytest.approx(0, abs=0.01)  # 9 left of 10, but 1 is the capacity now
+    assert statuses["key 'main' daily budget"].remaining == pytest.approx(1)
+    with pytest.raises(RateLimited, match="team rpm is 1 per minute"):
+        await limits.admit(after, "gpt")
+
+
 async def test_no_limits_no_io(new_limits: Factory) -> None:
     reservation = await new_limits().admit(policy(), "gpt")
     assert reservation.statuses == () and not reservation.degraded
