@@ -47,6 +47,7 @@ upstream calls."""
 _OVERLAP_FRESH_S = 1.0
 """How long one admission's answer vouches for the requests after it."""
 _SPARE_MAX = 1_000_000
+"""Bounds the count kept for a limit so high that it never binds."""
 
 
 class Bucket(Struct, frozen=True, kw_only=True):

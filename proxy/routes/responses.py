@@ -4,11 +4,9 @@ cancel, delete, list input items."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Literal, cast
 
 from litestar import Request, Response, delete, get, post
-from litestar.response import Stream
 from litestar.types import ASGIApp
 
 from proxy.auth import Principal
@@ -17,7 +15,7 @@ from proxy.engine import Turn
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.gateway import Gateway
 from proxy.jobs import event_stream
-from proxy.routes.reply import JSONReply
+from proxy.routes.reply import JSONReply, SSEReply
 from proxy.schema.codec import encode
 from proxy.schema.response import DeletedResponse, ItemList
 from proxy.store import StoredResponse
@@ -67,18 +65,15 @@ async def create_response(request: Request) -> ASGIApp:
             return JSONReply(encode(queued), headers={})
         # The client follows the job's event log, so the job goes on if it leaves.
         logged = await event_stream(gateway.store, principal.team, queued.id, after=-1)
-        return _sse(logged, SSE_HEADERS, request)
+        return SSEReply(logged, headers=SSE_HEADERS)
     opened = await engine.open(turn, stream=streaming)
     if not streaming:
         resource = await engine.run(opened)
         return JSONReply(encode(resource), headers=route_headers(turn))
 
-    return _sse(sse_body(engine.events(opened)), {**SSE_HEADERS, **route_headers(turn)}, request)
+    return SSEReply(sse_body(engine.events(opened)), headers={**SSE_HEADERS, **route_headers(turn)})
 
 
-def _sse(frames: AsyncIterator[bytes], headers: dict[str, str], request: Request) -> ASGIApp:
-    # Made an ASGI app here: returned as a ``Stream``, the route's media type (JSON) would replace its own.
-    return Stream(frames, media_type="text/event-stream", headers=headers).to_asgi_response(None, request)
 
 
 def route_headers(turn: Turn) -> dict[str, str]:
@@ -99,7 +94,7 @@ def route_headers(turn: Turn) -> dict[str, str]:
 
 
 @get("/v1/responses/{response_id:str}")
-async def retrieve_response(request: Request) -> Response[bytes] | Stream:
+async def retrieve_response(request: Request) -> ASGIApp:
     """The stored response; with ``stream=true`` a background response's events after
     ``starting_after`` (all of them without it), then the live ones until it ends."""
     response_id = request.path_params["response_id"]
@@ -107,13 +102,13 @@ async def retrieve_response(request: Request) -> Response[bytes] | Stream:
     principal = gateway.authenticate(request.headers.get("authorization"))
     stored = await _stored(gateway, principal, response_id)
     if request.query_params.get("stream") not in ("true", "1"):
-        return _json(stored.response)
+        return JSONReply(encode(stored.response), headers={})
     if not stored.response.background:
         raise InvalidRequest("This response cannot be streamed because it was not created with background=true.",
                              param="stream", code="invalid_value")
     after = _starting_after(request.query_params.get("starting_after"))
     frames = await event_stream(gateway.store, principal.team, response_id, after=after)
-    return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+    return SSEReply(frames, headers=SSE_HEADERS)
 
 
 _MAX_SEQUENCE = 2**53
