@@ -95,11 +95,13 @@ def options(args: argparse.Namespace) -> Options:
         o.streams_steps, o.streams_time_limit = [50, 100, 200], 40.0
         o.warmup_seconds, o.sat_seconds, o.fixed_seconds, o.sweep_seconds, o.profile_seconds = 1, 2, 2, 1, 3
         o.quiet_wait, o.retries, o.quiet_budget, o.half_repeats = 3.0, 1, 30.0, 1
+        o.paired_rounds, o.paired_seconds = 2, 2.0
     if args.smoke:
         o.quick = True
         o.profiles, o.scale, o.fractions, o.redis, o.profile, o.streams = ["none"], [], [0.5], False, False, False
         o.warmup_seconds, o.sat_seconds, o.fixed_seconds, o.sweep_seconds = 0, 1, 1, 1
         o.quiet_wait, o.retries, o.quiet_budget, o.half_repeats = 0.0, 0, 0.0, 1
+        o.paired_rounds, o.paired_seconds = 1, 1.0
     if args.profiles is not None:
         o.profiles = args.profiles
     if args.scale is not None:

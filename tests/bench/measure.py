@@ -4,7 +4,9 @@ readings of the processes it loads, for CPU milliseconds per completed request."
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -112,6 +114,44 @@ class Meter:
         result["connections"] = connections
         return result
 
+    def paired(self, base: Target, other: Target, mode: str, *, seconds: float, connections: int,
+               rounds: int) -> dict[str, Any]:
+        """``other``'s CPU per request over ``base``'s, with both loaded at the same time (each by
+        its own closed-loop generator, ``connections`` each) for ``rounds`` runs of ``seconds``.
+
+        Run one after the other, two saturation runs can meet a different machine: on a shared
+        host a core's speed was seen to change twofold within seconds, with no other load
+        visible. Loaded together on the same core, both meet the same one, so the ratio of each
+        round is steady even when each one's figure is not."""
+        targets = (base, other)
+        ratios: list[float] = []
+        runs: list[dict[str, Any]] = []
+        for _ in range(rounds):
+            before = {t.key: t.server.cpu_seconds() for t in targets}
+            loads = [self.procs.start(self._name("paired", t, mode), self._closed_argv(t, mode, seconds, connections),
+                                      cores=self.aux_cores, stdout=self.work / f"paired-{t.key}.out")
+                     for t in targets]
+            for load in loads:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    load.popen.wait(seconds + self.request_timeout + 30)
+                self.procs.stop(load)
+            after = {t.key: t.server.cpu_seconds() for t in targets}
+            run: dict[str, Any] = {}
+            for t in targets:
+                parsed = self._parse_closed(t, (self.work / f"paired-{t.key}.out").read_text(errors="replace"))
+                done = parsed["requests"]
+                run[t.key] = {"requests": done, "rate": parsed["rate"], "errors": parsed["error_count"],
+                              "cpu_ms_per_request": round((after[t.key] - before[t.key]) * 1000 / done, 4)
+                              if done else None}
+            runs.append(run)
+            base_cpu, other_cpu = run[base.key]["cpu_ms_per_request"], run[other.key]["cpu_ms_per_request"]
+            if base_cpu and other_cpu:
+                ratios.append(other_cpu / base_cpu)
+        ratios.sort()
+        return {"base": base.key, "other": other.key, "seconds": seconds, "connections": connections, "runs": runs,
+                "cpu_ratios": [round(r, 4) for r in ratios],
+                "cpu_ratio": round(ratios[len(ratios) // 2], 4) if ratios else None}
+
     def _retrying(self, target: Target, watch: list[Proc], run: Callable[[], dict[str, Any]], *,
                   retries: int | None = None, quiet: bool = True) -> dict[str, Any]:
         """``run`` bracketed by CPU readings; run again (up to ``retries`` times) when other work
@@ -147,26 +187,35 @@ class Meter:
         return best
 
     def _closed(self, target: Target, mode: str, *, seconds: float, connections: int, name: str) -> dict[str, Any]:
-        body = self._body_file(target, mode)
+        status, out = self.procs.run(name, self._closed_argv(target, mode, seconds, connections),
+                                     timeout=seconds + self.request_timeout + 30, cores=self.aux_cores)
+        if not self.wrk_path and (status != 0 or not out.strip()):
+            raise RuntimeError(f"load generator {name} failed (exit {status}); see logs/{name}.log")
+        return self._parse_closed(target, out)
+
+    def _closed_argv(self, target: Target, mode: str, seconds: float, connections: int) -> list[str]:
+        """The closed-loop generator's command: wrk, or ours where wrk is missing."""
         if self.wrk_path:
             script = self.work / f"{target.key}-{mode}.lua"
             if not script.exists():
                 script.write_text(wrk.lua_script(target.body(mode), target.headers))
-            argv = wrk.command(self.wrk_path, target.url, str(script), connections=connections, duration=seconds,
+            return wrk.command(self.wrk_path, target.url, str(script), connections=connections, duration=seconds,
                                timeout=self.request_timeout)
-            _, out = self.procs.run(name, argv, timeout=seconds + self.request_timeout + 30, cores=self.aux_cores)
+        argv = [python(), "-m", "tests.bench.loadgen", "closed", "--url", target.url,
+                "--body-file", str(self._body_file(target, mode)), *self._headers(target),
+                "--connections", str(connections), "--duration", f"{seconds:g}",
+                "--request-timeout", f"{self.request_timeout:g}"]
+        return [*argv, "--stream"] if mode.startswith("stream") else argv
+
+    def _parse_closed(self, target: Target, out: str) -> dict[str, Any]:
+        if self.wrk_path:
             parsed = wrk.parse(out)
             parsed["generator"] = "wrk"
             return parsed
-        argv = [python(), "-m", "tests.bench.loadgen", "closed", "--url", target.url, "--body-file", str(body),
-                *self._headers(target), "--connections", str(connections), "--duration", f"{seconds:g}",
-                "--request-timeout", f"{self.request_timeout:g}"]
-        if mode.startswith("stream"):
-            argv.append("--stream")
-        out = self._loadgen(name, argv, timeout=seconds + self.request_timeout + 30)
-        return {"requests": out["completed"], "seconds": out["elapsed_s"], "rate": out["rate"],
-                "latency_ms": out["latency_ms"], "error_count": out["error_count"], "errors": out["errors"],
-                "generator": "python-closed-loop", "generator_overhead": out["generator"]}
+        result = json.loads(out.strip().splitlines()[-1])
+        return {"requests": result["completed"], "seconds": result["elapsed_s"], "rate": result["rate"],
+                "latency_ms": result["latency_ms"], "error_count": result["error_count"], "errors": result["errors"],
+                "generator": "python-closed-loop", "generator_overhead": result["generator"]}
 
     def fixed_rate(self, target: Target, mode: str, *, rate: float, seconds: float, watch: list[Proc],
                    max_inflight: int = 2000) -> dict[str, Any]:

@@ -82,6 +82,11 @@ def targets_table(results: dict[str, Any]) -> list[str]:
         if gw_cpu and pt_cpu:
             rows.append(["the same by CPU per request (insensitive to other load)", ">= 60% (stretch 80%)",
                          f"{pt_cpu / gw_cpu:.0%} ({gw_cpu:.3f} vs {pt_cpu:.3f} ms)", _yes(pt_cpu / gw_cpu >= 0.6)])
+    paired = json_cell.get("paired") or {}
+    if paired.get("cpu_ratio"):
+        share = 1 / paired["cpu_ratio"]
+        rows.append(["the same by CPU per request, both loaded at once (steady on a shared host)",
+                     ">= 60% (stretch 80%)", _paired_text(paired), _yes(share >= 0.6)])
     lite = json_cell.get("litellm", {}).get("saturation", {})
     if gw and lite.get("litellm"):
         ratio = gw / lite["litellm"]["rate"]
@@ -111,6 +116,15 @@ def targets_table(results: dict[str, Any]) -> list[str]:
         speedup = scaling["2"]["speedup"]
         rows.append(["2 workers vs 1", ">= 1.8x", f"{speedup:.2f}x", _yes(speedup >= 1.8)])
     return _table(["target (issue 6)", "goal", "this run", "met"], rows)
+
+
+def _paired_text(paired: dict[str, Any]) -> str:
+    """``Meter.paired``'s result as the pass-through's share of the gateway's CPU per request."""
+    shares = sorted(1 / ratio for ratio in paired["cpu_ratios"])
+    spread = f"; {shares[0]:.0%}-{shares[-1]:.0%}" if len(shares) > 1 else ""
+    rounds = f"median of {len(shares)} rounds" if len(shares) > 1 else "1 round"
+    return (f"{1 / paired['cpu_ratio']:.0%} ({rounds} of {paired['seconds']:g} s{spread}; "
+            f"the gateway uses {paired['cpu_ratio']:.2f}x the pass-through's CPU per request)")
 
 
 def _own_cpu(cell: dict[str, Any], key: str) -> float | None:
@@ -317,6 +331,9 @@ def markdown(results: dict[str, Any], out: Path | None = None) -> str:
             if not cell.get("saturation"):
                 continue
             lines += [f"### {MODE_TITLES[mode]}", "", *mode_table(data, mode, cell)]
+            if cell.get("paired", {}).get("cpu_ratio"):
+                lines += [f"Paired with the pass-through (both loaded at once on the same core, "
+                          f"{cell['paired']['connections']} connections each): {_paired_text(cell['paired'])}.", ""]
             if mode == "stream" and cell.get("per_event"):
                 events = next(iter(cell["per_event"].values()))
                 lines += [f"Events per stream: {events['events_short']} (short reply), {events['events_long']} "

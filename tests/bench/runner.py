@@ -80,6 +80,9 @@ class Options:
     """Runs at half of saturation per configuration; the median (by p50) is reported."""
     fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 0.9, 1.1])
     profile_seconds: float = 12.0
+    paired_rounds: int = 5
+    paired_seconds: float = 3.0
+    """The gateway and the pass-through loaded at once (``Meter.paired``): rounds, seconds each."""
     request_timeout: float = 30.0
     quiet_wait: float = 15.0
     retries: int = 2
@@ -293,6 +296,14 @@ class Bench:
                 usable.remove(key)
         if "gateway" not in cell["saturation"]:
             return
+        if "passthrough" in cell["saturation"] and PROFILES[profile] == 0 and self.o.paired_rounds:
+            _log(f"  {profile}/{mode}: gateway and passthrough loaded at once, {self.o.paired_rounds} rounds")
+            try:
+                cell["paired"] = self.meter.paired(targets["passthrough"], targets["gateway"], mode,
+                                                   seconds=self.o.paired_seconds, connections=connections,
+                                                   rounds=self.o.paired_rounds)
+            except (RuntimeError, ValueError) as exc:
+                self._skip(f"{profile}/{mode} paired", str(exc))
         if streaming and PROFILES[profile] == 0:
             cell["per_event"] = self._per_event(targets, usable, connections, sim, cell)
         gateway_rate = cell["saturation"]["gateway"]["rate"]
