@@ -74,8 +74,6 @@ async def create_response(request: Request) -> ASGIApp:
     return SSEReply(sse_body(engine.events(opened)), headers={**SSE_HEADERS, **route_headers(turn)})
 
 
-
-
 def route_headers(turn: Turn) -> dict[str, str]:
     """Where the request went and what is left of its limits. ``x-ratelimit-*`` (OpenAI's names)
     report the tightest requests and tokens limit the request was counted against."""

@@ -138,7 +138,7 @@ class Meter:
             after = {t.key: t.server.cpu_seconds() for t in targets}
             run: dict[str, Any] = {}
             for t in targets:
-                parsed = self._parse_closed(t, (self.work / f"paired-{t.key}.out").read_text(errors="replace"))
+                parsed = self._parse_closed((self.work / f"paired-{t.key}.out").read_text(errors="replace"))
                 done = parsed["requests"]
                 run[t.key] = {"requests": done, "rate": parsed["rate"], "errors": parsed["error_count"],
                               "cpu_ms_per_request": round((after[t.key] - before[t.key]) * 1000 / done, 4)
@@ -191,7 +191,7 @@ class Meter:
                                      timeout=seconds + self.request_timeout + 30, cores=self.aux_cores)
         if not self.wrk_path and (status != 0 or not out.strip()):
             raise RuntimeError(f"load generator {name} failed (exit {status}); see logs/{name}.log")
-        return self._parse_closed(target, out)
+        return self._parse_closed(out)
 
     def _closed_argv(self, target: Target, mode: str, seconds: float, connections: int) -> list[str]:
         """The closed-loop generator's command: wrk, or ours where wrk is missing."""
@@ -207,7 +207,7 @@ class Meter:
                 "--request-timeout", f"{self.request_timeout:g}"]
         return [*argv, "--stream"] if mode.startswith("stream") else argv
 
-    def _parse_closed(self, target: Target, out: str) -> dict[str, Any]:
+    def _parse_closed(self, out: str) -> dict[str, Any]:
         if self.wrk_path:
             parsed = wrk.parse(out)
             parsed["generator"] = "wrk"
