@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Literal, cast
 
-from litestar import Request, Response, delete, get, post
+from litestar import Request, delete, get, post
 from litestar.types import ASGIApp
 
 from proxy.auth import Principal
@@ -28,8 +28,8 @@ def _gateway(request: Request) -> Gateway:
     return cast(Gateway, request.app.state.gateway)
 
 
-def _json(content: object, status: int = 200) -> Response[bytes]:
-    return Response(encode(content), status_code=status, media_type=JSON)
+def _json(content: object) -> JSONReply:
+    return JSONReply(encode(content), headers={})
 
 
 async def _stored(gateway: Gateway, principal: Principal, response_id: str) -> StoredResponse:
@@ -62,7 +62,7 @@ async def create_response(request: Request) -> ASGIApp:
     if background:
         queued = await gateway.jobs.submit(turn, body)
         if not streaming:
-            return JSONReply(encode(queued), headers={})
+            return _json(queued)
         # The client follows the job's event log, so the job goes on if it leaves.
         logged = await event_stream(gateway.store, principal.team, queued.id, after=-1)
         return SSEReply(logged, headers=SSE_HEADERS)
@@ -100,7 +100,7 @@ async def retrieve_response(request: Request) -> ASGIApp:
     principal = gateway.authenticate(request.headers.get("authorization"))
     stored = await _stored(gateway, principal, response_id)
     if request.query_params.get("stream") not in ("true", "1"):
-        return JSONReply(encode(stored.response), headers={})
+        return _json(stored.response)
     if not stored.response.background:
         raise InvalidRequest("This response cannot be streamed because it was not created with background=true.",
                              param="stream", code="invalid_value")
@@ -131,7 +131,7 @@ _UNCANCELLABLE = {"completed": "a completed", "failed": "a failed", "incomplete"
 
 
 @post("/v1/responses/{response_id:str}/cancel", status_code=200)
-async def cancel_response(request: Request) -> Response[bytes]:
+async def cancel_response(request: Request) -> ASGIApp:
     """Cancel a queued or running background response, as OpenAI answers: the response (now
     ``cancelled``, without output), the same again for one already cancelled, 400 for one that
     ended otherwise or was not created with ``background: true``."""
@@ -151,7 +151,7 @@ async def cancel_response(request: Request) -> Response[bytes]:
 
 
 @delete("/v1/responses/{response_id:str}", status_code=200)
-async def delete_response(request: Request) -> Response[bytes]:
+async def delete_response(request: Request) -> ASGIApp:
     response_id = request.path_params["response_id"]
     gateway = _gateway(request)
     principal = gateway.authenticate(request.headers.get("authorization"))
@@ -166,7 +166,7 @@ async def delete_response(request: Request) -> Response[bytes]:
 
 
 @get("/v1/responses/{response_id:str}/input_items")
-async def list_input_items(request: Request) -> Response[bytes]:
+async def list_input_items(request: Request) -> ASGIApp:
     response_id = request.path_params["response_id"]
     gateway = _gateway(request)
     principal = gateway.authenticate(request.headers.get("authorization"))

@@ -187,11 +187,12 @@ class Meter:
         return best
 
     def _closed(self, target: Target, mode: str, *, seconds: float, connections: int, name: str) -> dict[str, Any]:
-        status, out = self.procs.run(name, self._closed_argv(target, mode, seconds, connections),
-                                     timeout=seconds + self.request_timeout + 30, cores=self.aux_cores)
-        if not self.wrk_path and (status != 0 or not out.strip()):
-            raise RuntimeError(f"load generator {name} failed (exit {status}); see logs/{name}.log")
-        return self._parse_closed(out)
+        argv = self._closed_argv(target, mode, seconds, connections)
+        timeout = seconds + self.request_timeout + 30
+        if self.wrk_path:
+            _, out = self.procs.run(name, argv, timeout=timeout, cores=self.aux_cores)
+            return self._parse_closed(out)
+        return _closed_result(self._loadgen(name, argv, timeout=timeout))
 
     def _closed_argv(self, target: Target, mode: str, seconds: float, connections: int) -> list[str]:
         """The closed-loop generator's command: wrk, or ours where wrk is missing."""
@@ -212,10 +213,7 @@ class Meter:
             parsed = wrk.parse(out)
             parsed["generator"] = "wrk"
             return parsed
-        result = json.loads(out.strip().splitlines()[-1])
-        return {"requests": result["completed"], "seconds": result["elapsed_s"], "rate": result["rate"],
-                "latency_ms": result["latency_ms"], "error_count": result["error_count"], "errors": result["errors"],
-                "generator": "python-closed-loop", "generator_overhead": result["generator"]}
+        return _closed_result(json.loads(out.strip().splitlines()[-1]))
 
     def fixed_rate(self, target: Target, mode: str, *, rate: float, seconds: float, watch: list[Proc],
                    max_inflight: int = 2000) -> dict[str, Any]:
@@ -263,3 +261,10 @@ class Meter:
             ok = b'"status":"completed"' in body.replace(b" ", b"") or b'"choices"' in body
             detail = "reply complete" if ok else f"unexpected reply: {body[:300]!r}"
         return {"ok": ok, "detail": detail, "bytes": len(body), "events": body.count(b"\n\n") if streaming else None}
+
+
+def _closed_result(out: dict[str, Any]) -> dict[str, Any]:
+    """Our closed-loop generator's report in the shape of wrk's parsed one."""
+    return {"requests": out["completed"], "seconds": out["elapsed_s"], "rate": out["rate"],
+            "latency_ms": out["latency_ms"], "error_count": out["error_count"], "errors": out["errors"],
+            "generator": "python-closed-loop", "generator_overhead": out["generator"]}
