@@ -24,7 +24,8 @@ from tests.gateway_server import TEAM_A_KEY, RunningGateway, delete_redis_prefix
 from tests.spec_validation import parse_sse, validate_error_body, validate_event, validate_resource, validate_stream
 
 SLOW = {"dialect": "openai_responses", "base_url": "embedded", "headers": {"x-sim-token-delay-ms": "100"}}
-PROVIDERS = {"sim": {"dialect": "openai_responses", "base_url": "embedded"}, "slow": SLOW}
+SLOWER = {**SLOW, "headers": {"x-sim-token-delay-ms": "300"}}
+PROVIDERS = {"sim": {"dialect": "openai_responses", "base_url": "embedded"}, "slow": SLOW, "slower": SLOWER}
 MODELS = {name: {"deployments": [{"provider": name, "model": "sim-1"}]} for name in PROVIDERS}
 WORDS = " ".join(f"w{n}" for n in range(40))
 """An input the slow model echoes whole in about four seconds, one piece every 100 ms."""
@@ -337,9 +338,12 @@ def test_a_replica_stopped_with_sigterm_finishes_or_hands_over_its_job(tmp_path:
     prefix = unique_redis_prefix()
     # A lease far longer than the test: the job cannot move to the other replica by lapsing.
     config = replica_config(tmp_path / "gateway.yaml", prefix, shutdown_grace_s=grace_s, lease_s=120)
+    # To be handed over, the job must outlast the second replica's start plus the grace; a slow
+    # machine takes seconds to start a replica, so that job runs about twelve seconds.
+    model = "slow" if grace_s >= 1 else "slower"
     try:
         with spawn_gateway(config) as leaving, closing(Api(leaving.base_url, TEAM_A_KEY)) as api:
-            queued = api.create({"model": "slow", "input": WORDS, "background": True})
+            queued = api.create({"model": model, "input": WORDS, "background": True})
             with spawn_gateway(config) as staying, closing(Api(staying.base_url, TEAM_A_KEY)) as api:
                 wait_status(api, queued["id"], "in_progress")
                 asked = time.monotonic()
@@ -347,7 +351,7 @@ def test_a_replica_stopped_with_sigterm_finishes_or_hands_over_its_job(tmp_path:
                 assert leaving.terminate() in (0, -signal.SIGTERM)
                 stop_took = time.monotonic() - asked
                 at_exit = api.get(f"/v1/responses/{queued['id']}")["status"]
-                final = settle(api, queued["id"], timeout=20)
+                final = settle(api, queued["id"], timeout=30)
                 replay = events_of(api, queued["id"])
     finally:
         delete_redis_prefix(prefix)
