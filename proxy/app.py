@@ -12,7 +12,6 @@ from litestar import Litestar
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.body_deadline import body_deadline_middleware
 from proxy.errors import GatewayError
 from proxy.gateway import Gateway
 from proxy.http_errors import (
@@ -84,8 +83,7 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> Litest
                         prometheus_metrics, openapi_document],
         lifespan=[lifespan],
         middleware=[request_id_middleware, *telemetry_middleware(settings.telemetry),
-                    overload_middleware(settings.listen.max_in_flight),
-                    body_deadline_middleware(settings.request_body_timeout_s)],
+                    overload_middleware(settings.listen.max_in_flight)],
         exception_handlers={GatewayError: handle_gateway_error, HTTPException: handle_http_exception,
                             **dict.fromkeys(STORE_OUTAGES, handle_store_outage), Exception: handle_unexpected},
         request_max_body_size=settings.max_body_bytes,

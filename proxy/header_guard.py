@@ -1,10 +1,15 @@
-"""uvicorn's httptools protocol with bounds on a request's head (request line and headers).
+"""uvicorn's httptools protocol with bounds on a request's head (request line and headers) and
+on the time its body takes.
 
-uvicorn bounds neither: its keep-alive timeout runs only between requests, each byte received
-cancels it, and httptools reads headers of any size. So a client trickling its headers
-(slowloris) held a connection for as long as it liked, and a megabyte of headers was read. Here
-the head must arrive within ``listen.header_timeout_s`` and fit in ``listen.max_header_bytes``;
-otherwise the client gets 408 or 431 in the error envelope and its connection is closed.
+uvicorn bounds none: its keep-alive timeout runs only between requests, each byte received
+cancels it, and httptools reads headers of any size. So a client trickling its headers or body
+(slowloris) held a connection and a handler for as long as it liked, and a megabyte of headers
+was read. Here the head must arrive within ``listen.header_timeout_s`` and fit in
+``listen.max_header_bytes``, and the body within ``request_body_timeout_s`` of the head;
+otherwise the client gets 408 or 431 in the error envelope and its connection is closed. A
+handler still waiting for a late body is told the client left (``http.disconnect``); its own
+reply is dropped. Kept here rather than in an ASGI middleware, a body that arrives with its head
+(nearly all) costs nothing, where a middleware cost every request a layer and a timer.
 
 The deadline runs from a new connection's opening, and on a kept-alive connection from the first
 bytes after a response; the wait for them stays uvicorn's keep-alive timeout. A request answered
@@ -33,7 +38,7 @@ from proxy.schema.codec import encode
 from proxy.schema.response import ErrorBody, ErrorObject
 
 if TYPE_CHECKING:
-    from proxy.settings import Listen
+    from proxy.settings import Settings
 
 log = logging.getLogger("interlock.http")
 
@@ -42,11 +47,13 @@ _LINGER_S = 2.0
 closed: closing with its bytes unread would send a reset, which can destroy the refusal unread."""
 
 
-def header_guarded_http(listen: Listen) -> type[asyncio.Protocol]:
+def header_guarded_http(settings: Settings) -> type[asyncio.Protocol]:
     """uvicorn's ``http=`` for the gateway. A partial, not a subclass made here, so that uvicorn
     can pickle it into the worker processes it spawns."""
+    listen = settings.listen
     factory = partial(
-        HeaderGuardProtocol, header_timeout_s=listen.header_timeout_s, max_header_bytes=listen.max_header_bytes
+        HeaderGuardProtocol, header_timeout_s=listen.header_timeout_s, max_header_bytes=listen.max_header_bytes,
+        body_timeout_s=settings.request_body_timeout_s,
     )
     return cast(type[asyncio.Protocol], factory)  # uvicorn only calls it, as it would a class
 
@@ -61,9 +68,11 @@ class HeaderGuardProtocol(HttpToolsProtocol):
         *,
         header_timeout_s: float | None,
         max_header_bytes: int | None,
+        body_timeout_s: float | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._header_timeout_s = header_timeout_s
+        self._body_timeout_s = body_timeout_s
         self._max_head_bytes = sys.maxsize if max_header_bytes is None else max_header_bytes
         # True from a connection's opening, or a request's end, until the next head is complete:
         # the bytes that arrive meanwhile are a head's. A head that starts inside the chunk that
@@ -71,7 +80,7 @@ class HeaderGuardProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_room = self._max_head_bytes
         self._refused = False
-        self._timer: TimerHandle | None = None  # the head's deadline; after a refusal, the linger's end
+        self._timer: TimerHandle | None = None  # the head's or body's deadline; after a refusal, the linger's end
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -93,11 +102,21 @@ class HeaderGuardProtocol(HttpToolsProtocol):
             return
         self._head_room = room - len(data)
         super().data_received(data)
-        # Most heads end in the chunk they start in and need no timer. One still arriving gets its
-        # deadline now, unless it is pipelined behind a response in progress (a 408 would land in
-        # the middle of it): that one waits for the response's end, then for its next byte.
-        if self._reading_head and self._timer is None and self._head_room < self._max_head_bytes and self._idle():
-            self._arm_head_deadline()
+        self._arm_for_the_rest()
+
+    def _arm_for_the_rest(self) -> None:
+        """Most requests arrive whole in one chunk and need no timer. A head still arriving gets
+        its deadline now, unless it is pipelined behind a response in progress (a 408 would land
+        in the middle of it): that one waits for the response's end, then for its next byte. A
+        body still arriving gets its own."""
+        if self._timer is not None:
+            return
+        if self._reading_head:
+            if self._head_room < self._max_head_bytes and self._idle():
+                self._arm_head_deadline()
+        elif self._body_timeout_s is not None and self.transport.get_protocol() is self:
+            # (A WebSocket upgrade has handed the connection to another protocol.)
+            self._timer = self.loop.call_later(self._body_timeout_s, self._body_too_slow)
 
     def _feed_up_to_the_cap(self, data: bytes, room: int) -> None:
         """Feed only what the cap allows: a head that has not ended within it is too large."""
@@ -109,6 +128,7 @@ class HeaderGuardProtocol(HttpToolsProtocol):
             message = f"The request line and headers exceed {self._max_head_bytes} bytes."
             self._refuse(InvalidRequest(message, status=431, code="request_header_fields_too_large"))
         else:
+            self._arm_for_the_rest()
             self.data_received(data[room:])
 
     def on_headers_complete(self) -> None:
@@ -126,8 +146,10 @@ class HeaderGuardProtocol(HttpToolsProtocol):
         super().on_response_complete()
         # Answered before its body was read (a 401, a 404, a 405): uvicorn reads and drops the
         # rest, and each byte cancels its keep-alive timer, so a trickled remainder would hold
-        # the connection. It gets the head's time to finish, then the connection is closed.
-        if not self._reading_head and self._timer is None and not self.transport.is_closing():
+        # the connection. It gets the head's time to finish (not what was left of the body's),
+        # then the connection is closed.
+        if not self._reading_head and not self.transport.is_closing():
+            self._cancel_timer()
             self._arm(self._leftover_too_slow)
 
     def _idle(self) -> bool:
@@ -162,13 +184,32 @@ class HeaderGuardProtocol(HttpToolsProtocol):
             return
         self._refuse(RequestTimeout(f"The request headers did not arrive within {self._header_timeout_s:g} seconds."))
 
+    def _body_too_slow(self) -> None:
+        self._timer = None
+        cycle = self.cycle
+        if self.transport.is_closing() or cycle is None or cycle.response_started:
+            return  # answered already: on_response_complete bounds the rest of the body
+        if self.pipeline:  # queued behind a response still being written: a 408 would land inside it
+            self.transport.close()
+            return
+        # The handler waiting for the body hears the client left; what it answers is dropped.
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self._reading_head = True  # so that data_received drops every later byte unread
+        self._answer_and_close(RequestTimeout(
+            f"The request body did not arrive within {self._body_timeout_s:g} seconds of its headers."))
+
     def _refuse(self, error: GatewayError) -> None:
         """Answer ``error`` and close the connection, after a linger; while an earlier response is
         still being written (a pipelined head), only close it."""
-        log.log(error.log_level, "%s %s: %s", error.status, error.code, error.message)
         if not self._idle():
+            log.log(error.log_level, "%s %s: %s", error.status, error.code, error.message)
             self.transport.close()
             return
+        self._answer_and_close(error)
+
+    def _answer_and_close(self, error: GatewayError) -> None:
+        log.log(error.log_level, "%s %s: %s", error.status, error.code, error.message)
         self._refused = True
         self.transport.write(self._error_reply(error))
         self.transport.write_eof()  # the client reads the refusal, then the end; its own close ends ours

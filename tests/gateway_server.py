@@ -71,7 +71,7 @@ def serve(settings: Settings) -> Iterator[RunningGateway]:
     # No log configuration of uvicorn's own: its loggers go through the root logger, as under
     # ``interlock serve``, where pytest and the leak scan (tests/security/leak_scan.py) see them.
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5,
-                            http=header_guarded_http(settings.listen))
+                            http=header_guarded_http(settings))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -19,6 +19,7 @@ from policies.limits import UsageRecord
 from proxy.decoding import NOT_JSON, not_json
 from proxy.errors import AuthenticationFailed, InvalidRequest, NotFound
 from proxy.gateway import ADMIN, Gateway
+from proxy.routes.body import read_body
 from proxy.schema.codec import encode
 
 JSON = "application/json"
@@ -110,7 +111,7 @@ async def explain_policy(request: Request) -> Response[bytes]:
     gateway = _gateway(request)
     gateway.authenticate_admin(request.headers.get("authorization"))
     try:
-        body = _explain_decoder.decode(await request.body())
+        body = _explain_decoder.decode(await read_body(request, gateway.settings.max_body_bytes))
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"Invalid explain request: {exc}.", code="invalid_value") from None
     except NOT_JSON as exc:

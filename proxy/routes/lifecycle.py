@@ -12,13 +12,12 @@ from litestar import Request, Response, post
 from proxy.auth import Principal
 from proxy.compaction import compact
 from proxy.decoding import ResponseRequest, decode_create_request
-from proxy.errors import UnsupportedMediaType
 from proxy.gateway import Gateway
+from proxy.routes.body import JSON, read_json_body
 from proxy.schema.codec import encode
 from proxy.schema.lifecycle import TokenCounts
 from proxy.token_count import count_input_tokens
 
-JSON = "application/json"
 COUNT_SOURCE_HEADER = "x-interlock-token-count"
 """Says how ``input_tokens`` was counted: ``provider`` (the upstream's own endpoint) or
 ``estimate`` (the gateway's rule, docs/lifecycle.md)."""
@@ -27,10 +26,7 @@ COUNT_SOURCE_HEADER = "x-interlock-token-count"
 async def _decoded(request: Request) -> tuple[Gateway, Principal, ResponseRequest]:
     gateway = cast(Gateway, request.app.state.gateway)
     principal = gateway.authenticate(request.headers.get("authorization"))
-    content_type = request.headers.get("content-type", JSON)
-    if "json" not in content_type:
-        raise UnsupportedMediaType(f"Send the body as application/json, not '{content_type}'.")
-    return gateway, principal, decode_create_request(await request.body())
+    return gateway, principal, decode_create_request(await read_json_body(request, gateway.settings.max_body_bytes))
 
 
 @post("/v1/responses/compact", status_code=200)

@@ -12,16 +12,15 @@ from litestar.types import ASGIApp
 from proxy.auth import Principal
 from proxy.decoding import decode_create_request
 from proxy.engine import Turn
-from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
+from proxy.errors import InvalidRequest, NotFound
 from proxy.gateway import Gateway
 from proxy.jobs import event_stream
+from proxy.routes.body import read_json_body
 from proxy.routes.reply import JSONReply, SSEReply
 from proxy.schema.codec import encode
 from proxy.schema.response import DeletedResponse, ItemList
 from proxy.store import StoredResponse
 from proxy.streaming import SSE_HEADERS, sse_body
-
-JSON = "application/json"
 
 
 def _gateway(request: Request) -> Gateway:
@@ -49,10 +48,7 @@ async def create_response(request: Request) -> ASGIApp:
     received = time.perf_counter()
     gateway = _gateway(request)
     principal = gateway.authenticate(request.headers.get("authorization"))
-    content_type = request.headers.get("content-type", JSON)
-    if "json" not in content_type:
-        raise UnsupportedMediaType(f"Send the body as application/json, not '{content_type}'.")
-    body = await request.body()
+    body = await read_json_body(request, gateway.settings.max_body_bytes)
     parsed = decode_create_request(body)
     engine = gateway.engine
     background = parsed.body.background is True

@@ -269,15 +269,51 @@ def _content_length(reply: bytes) -> int:
     return int(found.group(1))
 
 
-def test_slow_body_gets_408_and_its_connection_closed(fuzzed: RunningGateway) -> None:
-    head = (b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TEAM_A_KEY.encode()
-            + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
-    with socket.create_connection(("127.0.0.1", fuzzed.port)) as sock:
+@pytest.mark.parametrize(("path", "key", "first"), [
+    ("/v1/responses", TEAM_A_KEY, b"{"),
+    ("/v1/responses", TEAM_A_KEY, b""),  # the head alone in its packet, the body's deadline from it
+    ("/v1/responses/input_tokens", TEAM_A_KEY, b"{"),
+    ("/v1/policy/explain", ADMIN_KEY, b"{"),
+], ids=["create", "head-alone", "input-tokens", "explain"])
+def test_slow_body_gets_408_and_its_connection_closed(fuzzed: RunningGateway, caplog: pytest.LogCaptureFixture,
+                                                      path: str, key: str, first: bytes) -> None:
+    head = (b"POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n" % (path.encode(), key.encode()))
+    address = ("127.0.0.1", fuzzed.port)
+    with caplog.at_level(logging.INFO, logger="interlock.http"), socket.create_connection(address) as sock:
         sock.sendall(head)
+        if first:
+            time.sleep(0.05)
+            sock.sendall(first)
         received, closed, elapsed = _trickle(sock, b" ", BODY_TIMEOUT_S + 4)
     assert closed, "the connection stayed open under a trickled body"
     assert elapsed < BODY_TIMEOUT_S + 2
     _assert_refusal(received, 408, "request_timeout")
+    # The handler left waiting for the body hears the client left: no server error.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    _still_serving(fuzzed)
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_the_body(fuzzed: RunningGateway) -> None:
+    over = fuzzed.settings.max_body_bytes + 1
+    head = (b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TEAM_A_KEY.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{" % over)
+    with socket.create_connection(("127.0.0.1", fuzzed.port), timeout=BODY_TIMEOUT_S / 2) as sock:
+        sock.sendall(head)
+        reply = sock.recv(65536)  # at once: nothing more of the body is awaited
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert _statuses(head) == [413]
+    validate_error_body(json.loads(body))
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
+
+
+def test_a_websocket_outlives_the_body_deadline(fuzzed: RunningGateway) -> None:
+    """The body's deadline is an HTTP request's: an upgraded connection has none."""
+    url = fuzzed.base_url.replace("http://", "ws://") + "/v1/responses"
+    with connect(url, additional_headers={"Authorization": f"Bearer {TEAM_A_KEY}"}) as socket_:
+        time.sleep(BODY_TIMEOUT_S * 1.5)
+        socket_.send(json.dumps({"type": "response.create", "model": "sim", "input": "still here?"}))
+        assert json.loads(socket_.recv(timeout=10))["type"] == "response.created"
 
 
 def test_body_sent_in_pieces_within_the_deadline(fuzzed: RunningGateway) -> None:
