@@ -163,6 +163,8 @@ class RedisLimits(Limits):
         self._replaying = asyncio.Lock()
 
     async def close(self) -> None:
+        await self._admit_script.close()
+        await self._settle_script.close()
         await self._redis.aclose()
 
     async def _evaluate(self, plan: Plan, *, dry: bool) -> list[LimitStatus] | None:

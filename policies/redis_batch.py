@@ -8,6 +8,14 @@ together in the next pipeline (no timer), so batches grow with load and cost not
 
 The script is called by its SHA; a server that does not know it (restarted, failed over) gets it
 loaded and the affected calls sent again.
+
+Batches go out one at a time, so each script keeps a connection of its own (made like the
+client's pool makes them) and writes to it directly rather than through redis-py's pipeline,
+which in this hot path (twice a request) cost a pool checkout with a readiness read, a task per
+write (``wait_for``), a timer per reply and a shielded reset task. The whole exchange has one
+deadline, the connection's ``socket_timeout``; a dropped connection is retried as the client's
+own retry policy says. A Cluster client routes each call to its slot, so it keeps redis-py's
+pipeline.
 """
 
 from __future__ import annotations
@@ -15,12 +23,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from redis.exceptions import NoScriptError
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from policies.backend import RedisClient
 
 ScriptCall = tuple[Sequence[str | bytes], Sequence[str | bytes | int | float]]
 """``(keys, args)`` of one call."""
+_Command = tuple[str | bytes | int | float, ...]
 
 _MAX_BATCH = 256
 """Calls per pipeline: bounds one reply's size and the wait of the calls behind it."""
@@ -35,10 +47,22 @@ class BatchedScript:
         self._sender: asyncio.Task[None] | None = None
         self._busy = False
         """A call or a batch is on the wire: calls made meanwhile wait for the next batch."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The worker's loop, where the calls come from and the sender task runs."""
+        self._connection: AbstractConnection | None = None
+        """The connection batches go out on (not a Cluster's), made at the first one."""
+        self._exchanging = asyncio.Lock()
+        """Held while a batch is on ``_connection``: ``run_all`` may be called beside the calls."""
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.disconnect()
 
     async def __call__(self, keys: Sequence[str | bytes], args: Sequence[str | bytes | int | float]) -> object:
         """The script's reply; a Redis error raised as redis-py raises it."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # asked once: on Python 3.11 each asking is a getpid() system call
+            loop = self._loop = asyncio.get_running_loop()
         if not self._busy:
             # Nothing on the wire: send at once, from this task (a sender task would first wait
             # its turn behind every callback ready on the loop, which a lone request would feel).
@@ -98,7 +122,39 @@ class BatchedScript:
         return replies
 
     async def _pipeline(self, calls: Sequence[ScriptCall]) -> list[object]:
-        pipe = self._redis.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(self._sha, len(keys), *keys, *args)
-        return list(await pipe.execute(raise_on_error=False))
+        if not isinstance(self._redis, Redis):  # a Cluster: redis-py routes each call to its node
+            pipe = self._redis.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
+        commands: list[_Command] = [("EVALSHA", self._sha, len(keys), *keys, *args) for keys, args in calls]
+        if self._connection is None:
+            self._connection = self._redis.connection_pool.make_connection()
+        connection = self._connection
+        async with self._exchanging:
+            return await connection.retry.call_with_retry(
+                lambda: _exchange(connection, commands), lambda _: connection.disconnect())
+
+
+async def _exchange(connection: AbstractConnection, commands: list[_Command]) -> list[object]:
+    """Send every command in one write and read each one's reply (an error reply in its place),
+    all within the connection's ``socket_timeout``."""
+    deadline = connection.socket_timeout
+    # Cleared while the exchange runs, so that redis-py neither wraps the write in a task nor
+    # arms a timer per reply: the deadline below covers both. No one else holds the connection.
+    connection.socket_timeout = None
+    try:
+        async with asyncio.timeout(deadline):
+            await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            replies: list[object] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+            return replies
+    except TimeoutError:
+        await connection.disconnect(nowait=True)  # replies may still be on their way: never reuse it
+        raise RedisTimeoutError(f"Timeout exchanging with Redis (after {deadline} s)") from None
+    finally:
+        connection.socket_timeout = deadline

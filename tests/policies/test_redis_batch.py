@@ -1,51 +1,68 @@
 """``BatchedScript`` against the real Redis: a lone call goes out at once, concurrent calls
 share pipelines and each gets its own reply, an unknown script is loaded and its calls sent
-again, an unreachable server fails every waiting call, and a caller that leaves takes nothing
-from the others."""
+again, an unreachable server fails every waiting call, a caller that leaves takes nothing from
+the others, a slow exchange is cut at the client's timeout without leaving a late reply for the
+next, and a connection Redis dropped is replaced at once."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from policies.backend import connect
+from policies.backend import RedisClient, connect, reconnect_once
 from policies.redis_batch import BatchedScript
-from tests.policies.conftest import closed_port
+from tests.policies.conftest import REDIS_URL, closed_port
 
 # Increments the key by the argument and returns the new value, so replies tell calls apart.
 _COUNT = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 _FAIL_ON_ZERO = "if ARGV[1] == '0' then return redis.error_reply('zero refused') end return ARGV[1]"
+# Runs for ARGV[1] milliseconds of the server's clock, then returns it.
+_SPIN = ("local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] "
+         "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > ARGV[1] * 1000 return ARGV[1]")
+
+Scripts = Callable[..., BatchedScript]
 
 
-def _count_pipelines(redis: Redis) -> list[int]:
-    """The size of every pipeline ``redis`` sends, as it sends it."""
+@pytest.fixture
+async def scripts(redis: Redis) -> AsyncIterator[Scripts]:
+    """Makes ``BatchedScript`` s (on ``redis`` unless another client is given), closed afterwards."""
+    made: list[BatchedScript] = []
+
+    def make(source: str, client: RedisClient = redis) -> BatchedScript:
+        made.append(BatchedScript(client, source))
+        return made[-1]
+
+    yield make
+    for script in made:
+        await script.close()
+
+
+def _count_batches(script: BatchedScript) -> list[int]:
+    """The size of every batch ``script`` sends, as it sends it."""
     sizes: list[int] = []
-    make = redis.pipeline
+    run_all = script.run_all
 
-    def pipeline(*args: Any, **options: Any) -> Any:
-        made = make(*args, **options)
-        execute = made.execute
+    async def counted(calls: Any) -> list[object]:
+        sizes.append(len(calls))
+        return await run_all(calls)
 
-        async def counted(*a: Any, **kw: Any) -> Any:
-            sizes.append(len(made.command_stack))
-            return await execute(*a, **kw)
-
-        made.execute = counted  # type: ignore[method-assign]
-        return made
-
-    redis.pipeline = pipeline  # type: ignore[method-assign]
+    script.run_all = counted  # type: ignore[method-assign]
     return sizes
 
 
-async def test_concurrent_calls_share_pipelines_and_get_their_own_replies(redis: Redis, prefix: str) -> None:
-    script = BatchedScript(redis, _COUNT)
+async def test_concurrent_calls_share_pipelines_and_get_their_own_replies(redis: Redis, prefix: str,
+                                                                         scripts: Scripts) -> None:
+    script = scripts(_COUNT)
     await redis.script_load(_COUNT)  # else the first pipeline is sent twice: refused, loaded, again
-    sizes = _count_pipelines(redis)
+    sizes = _count_batches(script)
     key = "{" + prefix + "}:count"
     replies = await asyncio.gather(*(script([key], [step]) for step in [1] * 40 + [1000]))
     assert sorted(replies)[:40] == list(range(1, 41))  # each call ran once, in some order
@@ -54,16 +71,16 @@ async def test_concurrent_calls_share_pipelines_and_get_their_own_replies(redis:
     assert await redis.get(key) == b"1040"
 
 
-async def test_a_lone_call_is_sent_at_once_and_calls_after_it_batch_again(redis: Redis, prefix: str) -> None:
-    script = BatchedScript(redis, _COUNT)
+async def test_a_lone_call_is_sent_at_once_and_calls_after_it_batch_again(prefix: str, scripts: Scripts) -> None:
+    script = scripts(_COUNT)
     key = "{" + prefix + "}:count"
     assert await script([key], [5]) == 5
     assert await script([key], [5]) == 10
 
 
-async def test_a_call_with_nothing_in_flight_goes_out_from_its_own_task(redis: Redis, prefix: str) -> None:
+async def test_a_call_with_nothing_in_flight_goes_out_from_its_own_task(prefix: str, scripts: Scripts) -> None:
     """No sender task, so the call does not wait its turn behind the loop's ready callbacks."""
-    script = BatchedScript(redis, _COUNT)
+    script = scripts(_COUNT)
     key = "{" + prefix + "}:count"
     sent_from: list[asyncio.Task[Any] | None] = []
     run_all = script.run_all
@@ -78,8 +95,21 @@ async def test_a_call_with_nothing_in_flight_goes_out_from_its_own_task(redis: R
     assert sent_from == [caller]
 
 
-async def test_a_script_the_server_forgot_is_loaded_again(redis: Redis, prefix: str) -> None:
-    script = BatchedScript(redis, _COUNT)
+async def test_run_all_beside_the_calls_shares_the_connection_in_turn(redis: Redis, prefix: str,
+                                                                     scripts: Scripts) -> None:
+    """``run_all`` (the settlements an outage kept, sent again) while calls are on the wire:
+    each exchange has the connection to itself, so no reply goes to another's caller."""
+    script = scripts(_COUNT)
+    key = "{" + prefix + "}:count"
+    replayed, *replies = await asyncio.gather(script.run_all([([key], [1000])] * 5),
+                                              *(script([key], [1]) for _ in range(20)))
+    assert all(isinstance(reply, int) for reply in [*replayed, *replies])
+    assert len({*replayed, *replies}) == 25  # every reply a different running total
+    assert await redis.get(key) == b"5020"
+
+
+async def test_a_script_the_server_forgot_is_loaded_again(redis: Redis, prefix: str, scripts: Scripts) -> None:
+    script = scripts(_COUNT)
     key = "{" + prefix + "}:count"
     await script([key], [1])
     await redis.script_flush()
@@ -87,8 +117,8 @@ async def test_a_script_the_server_forgot_is_loaded_again(redis: Redis, prefix: 
     assert await redis.get(key) == b"3"
 
 
-async def test_one_calls_error_is_its_own(redis: Redis) -> None:
-    script = BatchedScript(redis, _FAIL_ON_ZERO)
+async def test_one_calls_error_is_its_own(scripts: Scripts) -> None:
+    script = scripts(_FAIL_ON_ZERO)
     results = await asyncio.gather(script(["k"], [1]), script(["k"], [0]), script(["k"], [2]),
                                    return_exceptions=True)
     assert results[0] == b"1" and results[2] == b"2"
@@ -100,18 +130,19 @@ async def test_one_calls_error_is_its_own(redis: Redis) -> None:
 async def test_an_unreachable_server_fails_every_waiting_call() -> None:
     client = connect(f"redis://127.0.0.1:{closed_port()}/0")  # the gateway's own client settings
     assert client is not None
+    script = BatchedScript(client, _COUNT)
     try:
-        script = BatchedScript(client, _COUNT)
         results = await asyncio.gather(*(script(["k"], [1]) for _ in range(5)), return_exceptions=True)
         assert all(isinstance(result, RedisConnectionError) for result in results)
         with pytest.raises(RedisConnectionError):  # and the next call tries again
             await script(["k"], [1])
     finally:
+        await script.close()
         await client.aclose()
 
 
-async def test_a_caller_that_leaves_does_not_disturb_the_others(redis: Redis, prefix: str) -> None:
-    script = BatchedScript(redis, _COUNT)
+async def test_a_caller_that_leaves_does_not_disturb_the_others(redis: Redis, prefix: str, scripts: Scripts) -> None:
+    script = scripts(_COUNT)
     key = "{" + prefix + "}:count"
     calls = [asyncio.ensure_future(script([key], [1])) for _ in range(10)]
     calls[3].cancel()
@@ -121,3 +152,35 @@ async def test_a_caller_that_leaves_does_not_disturb_the_others(redis: Redis, pr
     # The cancelled caller's call may or may not have been sent; nothing else is lost.
     assert int(await redis.get(key) or 0) in (9, 10)
     assert await script([key], [0]) in (9, 10)
+
+
+async def test_a_slow_exchange_is_cut_at_the_timeout_and_leaves_no_late_reply(prefix: str) -> None:
+    client = connect(REDIS_URL, timeout=0.2)
+    assert client is not None
+    script = BatchedScript(client, _SPIN)
+    try:
+        with pytest.raises(RedisTimeoutError):
+            await script(["{" + prefix + "}:spin"], [600])
+        await asyncio.sleep(0.6)  # the server is busy with the script until then
+        # On the connection that timed out, the next reply read would be the spin's "600".
+        assert await script(["{" + prefix + "}:spin"], [1]) == b"1"
+    finally:
+        await script.close()
+        await client.aclose()
+
+
+async def test_a_connection_redis_dropped_is_replaced_at_once(redis: Redis, prefix: str) -> None:
+    name = f"batch-{uuid.uuid4().hex[:8]}"
+    client = Redis.from_url(REDIS_URL, client_name=name, retry=reconnect_once())  # the gateway's retry policy
+    script = BatchedScript(client, _COUNT)
+    key = "{" + prefix + "}:count"
+    try:
+        assert await script([key], [1]) == 1
+        ours = [line for line in (await redis.execute_command("CLIENT", "LIST")).decode().splitlines()
+                if f" name={name} " in line]
+        assert len(ours) == 1  # the script's own connection
+        await redis.execute_command("CLIENT", "KILL", "ID", ours[0].split()[0].removeprefix("id="))
+        assert await script([key], [1]) == 2  # sent again on a new connection, not an error
+    finally:
+        await script.close()
+        await client.aclose()

@@ -20,33 +20,41 @@ from policies.limits import UsageRecord
 from policies.limits_redis import RedisLimits
 from tests.policies.conftest import REDIS_URL, policy
 
+_KEYLESS = ("SCRIPT LOAD", "SCRIPT", "HELLO", "CLIENT", "PING", "SELECT", "AUTH")
+"""Commands with no keys: the handshake of a new connection, a script's loading."""
+
 
 def _spy(client: Redis, sent: list[tuple[str, list[bytes]]]) -> None:
-    """Record the keys of every command ``client`` sends, alone or in a pipeline."""
+    """Record the keys of every command ``client``'s connections send, alone, in a pipeline or in
+    a script's batch (which writes to a connection of its own, made by the client's pool)."""
 
-    def recording(send: Callable[..., Any]) -> Callable[..., Any]:
-        def execute(*args: Any, **options: Any) -> Any:
-            name = str(args[0]).upper()
+    def recording(pack: Callable[..., Any]) -> Callable[..., Any]:
+        def packed(*args: Any) -> Any:
+            name = (args[0].decode() if isinstance(args[0], bytes) else str(args[0])).upper()
             if name in ("EVALSHA", "EVAL"):
                 keys = list(args[3:3 + int(args[2])])  # name, script or digest, numkeys, keys...
-            elif name in ("MGET", "XRANGE", "GET", "SCRIPT LOAD"):
-                keys = [] if name == "SCRIPT LOAD" else list(args[1:] if name == "MGET" else args[1:2])
+            elif name == "MGET":
+                keys = list(args[1:])
+            elif name in ("XRANGE", "GET"):
+                keys = list(args[1:2])
+            elif name in _KEYLESS:
+                keys = []
             else:
                 raise AssertionError(f"a command this test does not know yet: {name}")
             sent.append((name, [key if isinstance(key, bytes) else str(key).encode() for key in keys]))
-            return send(*args, **options)
+            return pack(*args)
 
-        return execute
+        return packed
 
-    client.execute_command = recording(client.execute_command)  # type: ignore[method-assign]
-    make_pipeline = client.pipeline
+    pool = client.connection_pool
+    make = pool.make_connection
 
-    def pipeline(*args: Any, **options: Any) -> Any:
-        made = make_pipeline(*args, **options)
-        made.execute_command = recording(made.execute_command)  # type: ignore[method-assign]
-        return made
+    def make_recording() -> Any:
+        connection = make()
+        connection.pack_command = recording(connection.pack_command)
+        return connection
 
-    client.pipeline = pipeline  # type: ignore[method-assign]
+    pool.make_connection = make_recording  # type: ignore[method-assign]
 
 
 def _usage(team: str, key: str) -> UsageRecord:
