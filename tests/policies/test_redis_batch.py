@@ -2,13 +2,17 @@
 share pipelines and each gets its own reply, an unknown script is loaded and its calls sent
 again, an unreachable server fails every waiting call, a caller that leaves takes nothing from
 the others, a slow exchange is cut at the client's timeout without leaving a late reply for the
-next, and a connection Redis dropped is replaced at once."""
+next, a connection Redis dropped is replaced at once, and through a Sentinel the batches reach
+the master it names."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -181,6 +185,43 @@ async def test_a_connection_redis_dropped_is_replaced_at_once(redis: Redis, pref
         assert len(ours) == 1  # the script's own connection
         await redis.execute_command("CLIENT", "KILL", "ID", ours[0].split()[0].removeprefix("id="))
         assert await script([key], [1]) == 2  # sent again on a new connection, not an error
+    finally:
+        await script.close()
+        await client.aclose()
+
+
+@pytest.fixture
+def sentinel(tmp_path: Path) -> Iterator[int]:
+    """A Sentinel on loopback that names the machine's Redis master of ``itest``; its port."""
+    server = shutil.which("redis-server")
+    assert server, "redis-server is on every machine that runs these tests"
+    port = closed_port()
+    config = tmp_path / "sentinel.conf"  # Sentinel rewrites its configuration as it learns
+    config.write_text(f"bind 127.0.0.1\nport {port}\nsentinel monitor itest 127.0.0.1 6379 1\n")
+    process = subprocess.Popen([server, str(config), "--sentinel"], stdout=subprocess.DEVNULL)
+    try:
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_a_sentinel_clients_batches_go_to_the_master_it_names(sentinel: int, redis: Redis, prefix: str) -> None:
+    client = connect(f"redis+sentinel://127.0.0.1:{sentinel}/itest")
+    assert client is not None
+    script = BatchedScript(client, _COUNT)
+    key = "{" + prefix + "}:count"
+    try:
+        for _ in range(50):  # until the Sentinel listens
+            try:
+                assert await script([key], [1]) == 1
+                break
+            except RedisConnectionError:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the Sentinel never answered")
+        assert sorted(await asyncio.gather(*(script([key], [1]) for _ in range(10)))) == list(range(2, 12))
+        assert await redis.get(key) == b"11"
     finally:
         await script.close()
         await client.aclose()
