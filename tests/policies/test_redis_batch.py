@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from policies.backend import RedisClient, connect, reconnect_once
-from policies.redis_batch import BatchedScript
+from policies.redis_batch import BatchedScript, _packed
 from tests.policies.conftest import REDIS_URL, closed_port
 
 # Increments the key by the argument and returns the new value, so replies tell calls apart.
@@ -225,3 +226,10 @@ async def test_a_sentinel_clients_batches_go_to_the_master_it_names(sentinel: in
     finally:
         await script.close()
         await client.aclose()
+
+
+def test_batches_are_packed_byte_for_byte_as_redis_py_packs_them() -> None:
+    commands = [("EVALSHA", "a" * 40, 3, b"{p:team}:rpm", b"{p:team}:tpm", "{p:team}:day", b"1764143000.25", b"",
+                 1.5, 0.1, -7, 2**70, "caf\u00e9", b"\r\n$*"),
+                ("EVALSHA", "b" * 40, 0)]
+    assert _packed(commands) == b"".join(Connection().pack_commands(commands))

@@ -1,13 +1,13 @@
 """Every multi-key Redis operation keeps its keys in one hash slot, so it runs on Cluster.
 
-Each command the limits and circuits send is recorded at the client; a script's keys are its
+Each command the limits and circuits write is read back from the wire; a script's keys are its
 ``numkeys`` first arguments. Names that could break a hash tag (braces, colons) are used on
 purpose."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -25,36 +25,56 @@ _KEYLESS = ("SCRIPT LOAD", "SCRIPT", "HELLO", "CLIENT", "PING", "SELECT", "AUTH"
 
 
 def _spy(client: Redis, sent: list[tuple[str, list[bytes]]]) -> None:
-    """Record the keys of every command ``client``'s connections send, alone, in a pipeline or in
-    a script's batch (which writes to a connection of its own, made by the client's pool)."""
+    """Record the keys of every command ``client``'s connections write, alone, in a pipeline or
+    in a script's batch (which writes to a connection of its own, made by the client's pool)."""
 
-    def recording(pack: Callable[..., Any]) -> Callable[..., Any]:
-        def packed(*args: Any) -> Any:
-            name = (args[0].decode() if isinstance(args[0], bytes) else str(args[0])).upper()
-            if name in ("EVALSHA", "EVAL"):
-                keys = list(args[3:3 + int(args[2])])  # name, script or digest, numkeys, keys...
-            elif name == "MGET":
-                keys = list(args[1:])
-            elif name in ("XRANGE", "GET"):
-                keys = list(args[1:2])
-            elif name in _KEYLESS:
-                keys = []
-            else:
-                raise AssertionError(f"a command this test does not know yet: {name}")
-            sent.append((name, [key if isinstance(key, bytes) else str(key).encode() for key in keys]))
-            return pack(*args)
+    def record(args: list[bytes]) -> None:
+        name = args[0].decode().upper()
+        if name in ("EVALSHA", "EVAL"):
+            keys = args[3:3 + int(args[2])]  # name, script or digest, numkeys, keys...
+        elif name == "MGET":
+            keys = args[1:]
+        elif name in ("XRANGE", "GET"):
+            keys = args[1:2]
+        elif name in _KEYLESS:
+            keys = []
+        else:
+            raise AssertionError(f"a command this test does not know yet: {name}")
+        sent.append((name, keys))
 
-        return packed
+    def recording(send: Callable[..., Any]) -> Callable[..., Any]:
+        def written(command: Any, *args: Any, **options: Any) -> Any:
+            wire = command.encode() if isinstance(command, str) else command
+            for args_ in _commands(wire if isinstance(wire, bytes) else b"".join(wire)):
+                record(args_)
+            return send(command, *args, **options)
+
+        return written
 
     pool = client.connection_pool
     make = pool.make_connection
 
     def make_recording() -> Any:
         connection = make()
-        connection.pack_command = recording(connection.pack_command)
+        connection.send_packed_command = recording(connection.send_packed_command)
         return connection
 
     pool.make_connection = make_recording  # type: ignore[method-assign]
+
+
+def _commands(wire: bytes) -> Iterator[list[bytes]]:
+    """The RESP arrays (commands) in ``wire``."""
+    at = 0
+    while at < len(wire):
+        end = wire.index(b"\r\n", at)
+        count, at = int(wire[at + 1:end]), end + 2
+        args = []
+        for _ in range(count):
+            end = wire.index(b"\r\n", at)
+            size, at = int(wire[at + 1:end]), end + 2
+            args.append(wire[at:at + size])
+            at += size + 2
+        yield args
 
 
 def _usage(team: str, key: str) -> UsageRecord:
