@@ -20,6 +20,7 @@ from proxy.decoding import NOT_JSON, not_json
 from proxy.errors import AuthenticationFailed, InvalidRequest, NotFound
 from proxy.gateway import ADMIN, Gateway
 from proxy.routes.body import read_body
+from proxy.routes.headers import authorization
 from proxy.schema.codec import encode
 
 JSON = "application/json"
@@ -77,11 +78,11 @@ def _number(request: Request, name: str, default: float, *, low: float, high: fl
 @get("/v1/usage")
 async def list_usage(request: Request) -> Response[bytes]:
     gateway = _gateway(request)
-    authorization = request.headers.get("authorization")
+    credentials = authorization(request)
     try:
-        principal = gateway.admins.authenticate(authorization)
+        principal = gateway.admins.authenticate(credentials)
     except AuthenticationFailed:
-        principal = gateway.authenticate(authorization)
+        principal = gateway.authenticate(credentials)
     asked = request.query_params.get("team")
     if principal.team == ADMIN:
         if not asked:
@@ -109,7 +110,7 @@ async def list_usage(request: Request) -> Response[bytes]:
 @post("/v1/policy/explain", status_code=200)
 async def explain_policy(request: Request) -> Response[bytes]:
     gateway = _gateway(request)
-    gateway.authenticate_admin(request.headers.get("authorization"))
+    gateway.authenticate_admin(authorization(request))
     try:
         body = _explain_decoder.decode(await read_body(request, gateway.settings.max_body_bytes))
     except msgspec.ValidationError as exc:

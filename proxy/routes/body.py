@@ -13,13 +13,14 @@ from typing import cast
 from litestar import Request
 
 from proxy.errors import ClientClosedRequest, PayloadTooLarge, UnsupportedMediaType
+from proxy.routes.headers import header
 
 JSON = "application/json"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body; 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+    declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks: list[bytes] = []
@@ -39,7 +40,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def read_json_body(request: Request, limit: int) -> bytes:
     """``read_body`` for a route that takes JSON: 415 for another declared type."""
-    content_type = request.headers.get("content-type", JSON)
+    content_type = header(request, b"content-type")
+    if content_type is None:
+        content_type = JSON
     if "json" not in content_type:
         raise UnsupportedMediaType(f"Send the body as application/json, not '{content_type}'.")
     return await read_body(request, limit)

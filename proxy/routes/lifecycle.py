@@ -14,6 +14,7 @@ from proxy.compaction import compact
 from proxy.decoding import ResponseRequest, decode_create_request
 from proxy.gateway import Gateway
 from proxy.routes.body import JSON, read_json_body
+from proxy.routes.headers import authorization
 from proxy.schema.codec import encode
 from proxy.schema.lifecycle import TokenCounts
 from proxy.token_count import count_input_tokens
@@ -25,7 +26,7 @@ COUNT_SOURCE_HEADER = "x-interlock-token-count"
 
 async def _decoded(request: Request) -> tuple[Gateway, Principal, ResponseRequest]:
     gateway = cast(Gateway, request.app.state.gateway)
-    principal = gateway.authenticate(request.headers.get("authorization"))
+    principal = gateway.authenticate(authorization(request))
     return gateway, principal, decode_create_request(await read_json_body(request, gateway.settings.max_body_bytes))
 
 

@@ -12,6 +12,7 @@ from litestar import Request, Response, get
 
 from proxy.errors import NotFound
 from proxy.gateway import Gateway
+from proxy.routes.headers import authorization
 from proxy.telemetry import CONTENT_TYPE, exposition
 
 
@@ -22,7 +23,7 @@ async def prometheus_metrics(request: Request) -> Response[bytes]:
     if not config.metrics:
         raise NotFound("Metrics are turned off on this gateway (telemetry.metrics).", code="metrics_disabled")
     if not config.metrics_public:
-        gateway.authenticate_admin(request.headers.get("authorization"))
+        gateway.authenticate_admin(authorization(request))
     # As a header, not a media type: Litestar would append a second ``charset`` to a text/ one,
     # which strict parsers (Prometheus's) refuse.
     return Response(exposition(), headers={"content-type": CONTENT_TYPE})

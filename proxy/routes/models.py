@@ -9,6 +9,7 @@ from litestar import Request, Response, get
 
 from proxy.errors import NotFound
 from proxy.gateway import Gateway
+from proxy.routes.headers import authorization
 from proxy.schema.codec import encode
 from proxy.schema.response import ModelList, ModelObject
 
@@ -31,7 +32,7 @@ async def retrieve_model(request: Request) -> Response[bytes]:
 
 def _allowed(request: Request) -> list[ModelObject]:
     gateway = cast(Gateway, request.app.state.gateway)
-    principal = gateway.authenticate(request.headers.get("authorization"))
+    principal = gateway.authenticate(authorization(request))
     snapshot = gateway.policies.current
     policy = snapshot.policy(principal)
     return [model for model in snapshot.catalogue.listed() if policy.allows_model(model.id)]

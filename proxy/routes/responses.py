@@ -16,6 +16,7 @@ from proxy.errors import InvalidRequest, NotFound
 from proxy.gateway import Gateway
 from proxy.jobs import event_stream
 from proxy.routes.body import read_json_body
+from proxy.routes.headers import authorization
 from proxy.routes.reply import JSONReply, SSEReply
 from proxy.schema.codec import encode
 from proxy.schema.response import DeletedResponse, ItemList
@@ -47,7 +48,7 @@ def _not_found(response_id: str) -> NotFound:
 async def create_response(request: Request) -> ASGIApp:
     received = time.perf_counter()
     gateway = _gateway(request)
-    principal = gateway.authenticate(request.headers.get("authorization"))
+    principal = gateway.authenticate(authorization(request))
     body = await read_json_body(request, gateway.settings.max_body_bytes)
     parsed = decode_create_request(body)
     engine = gateway.engine
@@ -93,7 +94,7 @@ async def retrieve_response(request: Request) -> ASGIApp:
     ``starting_after`` (all of them without it), then the live ones until it ends."""
     response_id = request.path_params["response_id"]
     gateway = _gateway(request)
-    principal = gateway.authenticate(request.headers.get("authorization"))
+    principal = gateway.authenticate(authorization(request))
     stored = await _stored(gateway, principal, response_id)
     if request.query_params.get("stream") not in ("true", "1"):
         return _json(stored.response)
@@ -133,7 +134,7 @@ async def cancel_response(request: Request) -> ASGIApp:
     ended otherwise or was not created with ``background: true``."""
     response_id = request.path_params["response_id"]
     gateway = _gateway(request)
-    principal = gateway.authenticate(request.headers.get("authorization"))
+    principal = gateway.authenticate(authorization(request))
     stored = await _stored(gateway, principal, response_id)
     resource = stored.response
     if not resource.background:
@@ -150,7 +151,7 @@ async def cancel_response(request: Request) -> ASGIApp:
 async def delete_response(request: Request) -> ASGIApp:
     response_id = request.path_params["response_id"]
     gateway = _gateway(request)
-    principal = gateway.authenticate(request.headers.get("authorization"))
+    principal = gateway.authenticate(authorization(request))
     stored = await gateway.store.load(principal.team, response_id)
     if stored is not None and stored.response.status in ("queued", "in_progress"):
         # Its job would store it again when it ends: it has to end first.
@@ -165,7 +166,7 @@ async def delete_response(request: Request) -> ASGIApp:
 async def list_input_items(request: Request) -> ASGIApp:
     response_id = request.path_params["response_id"]
     gateway = _gateway(request)
-    principal = gateway.authenticate(request.headers.get("authorization"))
+    principal = gateway.authenticate(authorization(request))
     query = request.query_params
     limit_text = query.get("limit", "20")
     try:

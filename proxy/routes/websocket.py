@@ -26,6 +26,7 @@ from proxy.errors import GatewayError, InvalidRequest, ServerError
 from proxy.gateway import Gateway
 from proxy.http_errors import error_response
 from proxy.ids import new_id
+from proxy.routes.headers import authorization
 from proxy.schema.codec import encode
 from proxy.schema.lifecycle import WebSocketError, WebSocketErrorDetail, WebSocketFrameHead
 from proxy.store import StoredResponse
@@ -49,7 +50,7 @@ async def responses_websocket(socket: WebSocket) -> None:
     gateway = cast(Gateway, socket.app.state.gateway)
     request_id = new_id("req")
     try:
-        principal = gateway.authenticate(socket.headers.get("authorization"))
+        principal = gateway.authenticate(authorization(socket))
     except GatewayError as exc:
         await _refuse(socket, exc, request_id)
         return
