@@ -34,6 +34,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from proxy.errors import GatewayError, InvalidRequest, RequestTimeout
+from proxy.head_with_body import HeadWithBody
 from proxy.schema.codec import encode
 from proxy.schema.response import ErrorBody, ErrorObject
 
@@ -134,7 +135,10 @@ class HeaderGuardProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._cancel_timer()
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not previous:  # a request (a WebSocket upgrade makes no cycle)
+            self.cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
