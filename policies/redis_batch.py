@@ -47,8 +47,6 @@ class BatchedScript:
         self._sender: asyncio.Task[None] | None = None
         self._busy = False
         """A call or a batch is on the wire: calls made meanwhile wait for the next batch."""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        """The worker's loop, where the calls come from and the sender task runs."""
         self._connection: AbstractConnection | None = None
         """The connection batches go out on (not a Cluster's), made at the first one."""
         self._exchanging = asyncio.Lock()
@@ -60,9 +58,7 @@ class BatchedScript:
 
     async def __call__(self, keys: Sequence[str | bytes], args: Sequence[str | bytes | int | float]) -> object:
         """The script's reply; a Redis error raised as redis-py raises it."""
-        loop = self._loop
-        if loop is None:  # asked once: on Python 3.11 each asking is a getpid() system call
-            loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         if not self._busy:
             # Nothing on the wire: send at once, from this task (a sender task would first wait
             # its turn behind every callback ready on the loop, which a lone request would feel).

@@ -19,11 +19,10 @@ from policies.limits import UsageRecord
 from proxy.decoding import NOT_JSON, not_json
 from proxy.errors import AuthenticationFailed, InvalidRequest, NotFound
 from proxy.gateway import ADMIN, Gateway
-from proxy.routes.body import read_body
+from proxy.routes.body import JSON, read_body
 from proxy.routes.headers import authorization
 from proxy.schema.codec import encode
 
-JSON = "application/json"
 DAY_S = 86400.0
 
 
