@@ -62,7 +62,9 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import os
 import re
+import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -359,15 +361,17 @@ class RunningSimulator:
 
 
 async def start_simulator(
-    host: str = "127.0.0.1", port: int = 0, options: SimulatorOptions | None = None, *, backlog: int = DEFAULT_BACKLOG
+    host: str = "127.0.0.1", port: int = 0, options: SimulatorOptions | None = None, *, backlog: int = DEFAULT_BACKLOG,
+    reuse_port: bool = False,
 ) -> RunningSimulator:
     """Serve a simulator on ``host:port`` (port 0 picks a free one) until ``close()``. ``backlog``:
     connections the kernel completes before the simulator accepts them (capped by the system's
-    ``net.core.somaxconn``); a client beyond it waits a SYN retransmission, a second or more."""
+    ``net.core.somaxconn``); a client beyond it waits a SYN retransmission, a second or more.
+    ``reuse_port``: bind with SO_REUSEPORT, so several processes share the port."""
     # handler_cancellation: a client that gives up on a stalled reply ends its handler too.
     runner = web.AppRunner(create_app(options), handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=backlog)
+    site = web.TCPSite(runner, host, port, backlog=backlog, reuse_port=reuse_port or None)
     try:
         await site.start()
     except BaseException:
@@ -385,8 +389,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-async def _serve_forever(host: str, port: int, options: SimulatorOptions, backlog: int) -> None:
-    simulator = await start_simulator(host, port, options, backlog=backlog)
+async def _serve_forever(host: str, port: int, options: SimulatorOptions, backlog: int, *, reuse_port: bool) -> None:
+    simulator = await start_simulator(host, port, options, backlog=backlog, reuse_port=reuse_port)
     print(f"interlock simulator listening on {simulator.url}", flush=True)
     try:
         await asyncio.Event().wait()
@@ -407,9 +411,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog", type=int, default=DEFAULT_BACKLOG,
                         help="connections queued before being accepted; raise it for load tests that open "
                              "hundreds of connections at once")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="serving processes sharing the port (SO_REUSEPORT), for load tests that need more "
+                             "than one core of upstream; each keeps its own /_sim/requests")
     args = parser.parse_args(argv)
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
+    if args.processes > 1 and args.port == 0:
+        parser.error("--processes needs a fixed --port: each process binds it")
     options = SimulatorOptions(latency_ms=args.latency_ms, token_delay_ms=args.token_delay_ms, api_key=args.api_key)
-    # Ctrl-C is how this command is meant to stop.
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner, contextlib.suppress(KeyboardInterrupt):
-        runner.run(_serve_forever(args.host, args.port, options, args.backlog))
+    children = _fork_servers(args.processes - 1)
+    try:
+        # Ctrl-C is how this command is meant to stop; SIGTERM stops it the same way.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner, contextlib.suppress(KeyboardInterrupt):
+            runner.run(_serve_forever(args.host, args.port, options, args.backlog, reuse_port=args.processes > 1))
+    finally:
+        _stop_children(children)
     return 0
+
+
+def _fork_servers(count: int) -> list[int]:
+    """Fork ``count`` more serving processes before any event loop exists; in a child, an empty
+    list (it serves and has none of its own)."""
+    children: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            return []
+        children.append(pid)
+    return children
+
+
+def _stop_children(children: list[int]) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in children:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)

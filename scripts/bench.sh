@@ -26,7 +26,11 @@ if [ "$want_wrk" = 1 ] && ! command -v wrk >/dev/null 2>&1; then
     fi
 fi
 
-bash scripts/bootstrap.sh
+# BENCH_PYTHON: an interpreter that already has the project's dependencies (a machine without uv
+# or network, given wheels); otherwise the project's environment, set up by bootstrap.sh.
+if [ -z "${BENCH_PYTHON:-}" ]; then
+    bash scripts/bootstrap.sh
+fi
 
 # Many open streams need many descriptors (client, gateway and simulator sides).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
@@ -57,6 +61,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
-uv run --frozen python -m tests.bench "$@" &
+if [ -n "${BENCH_PYTHON:-}" ]; then
+    "$BENCH_PYTHON" -m tests.bench "$@" &
+else
+    uv run --frozen python -m tests.bench "$@" &
+fi
 runner=$!
 wait "$runner"

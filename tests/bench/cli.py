@@ -67,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
                    help="only profile the gateway at saturation with py-spy (a quick loop while optimising)")
     p.add_argument("--scale", type=_ints, default=None,
                    help="worker counts for the scaling check, comma-separated (default 1,2; --quick: none)")
+    p.add_argument("--scale-cores", default=None,
+                   help="with --pin, the cores the scaling check's workers take, in this order (default: from 0 "
+                        "up); where CPUs are hyperthread pairs, name one of each pair first")
     p.add_argument("--no-streams", action="store_true", help="skip the open-stream capacity test")
     p.add_argument("--streams-steps", type=_ints, default=None,
                    help="cumulative open-stream counts (default 500,1000,2000,3000,4000; --quick: 50,100,200)")
@@ -88,7 +91,8 @@ def options(args: argparse.Namespace) -> Options:
     o = Options(out=out, quick=quick, pin=args.pin, sut_cores=args.sut_cores, aux_cores=args.aux_cores,
                 workers=args.workers, connections=args.connections, latency_connections=args.latency_connections,
                 modes=args.modes, redis=not args.no_redis, with_litellm=args.with_litellm,
-                litellm_spec=args.litellm_spec, loadgen=args.loadgen, profile=not args.no_profile,
+                litellm_spec=args.litellm_spec, loadgen=args.loadgen, scale_cores=args.scale_cores,
+                profile=not args.no_profile,
                 streams=not args.no_streams, rss_limit_mb=args.rss_limit_mb, profile_only=args.profile_only)
     if quick:
         o.profiles, o.scale, o.fractions = ["none"], [], [0.5]

@@ -5,6 +5,7 @@ readings of the processes it loads, for CPU milliseconds per completed request."
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import subprocess
 import time
@@ -37,6 +38,19 @@ class Meter:
         self.request_timeout = request_timeout
         self._runs = 0
 
+    def on_cores(self, sut_cores: str | None, aux_cores: str | None) -> Meter:
+        """This meter with another layout (the scaling check gives the load the cores the workers
+        leave free). Its waiting is counted from this one's; add it back with ``waited``."""
+        moved = copy.copy(self)
+        moved.sut_cores, moved.aux_cores = sut_cores, aux_cores
+        return moved
+
+    @property
+    def load_threads(self) -> int:
+        """wrk threads: one per load core (up to 8), so the generator is not what saturates
+        first when many cores serve."""
+        return min(len(parse_cores(self.aux_cores)), 8) if self.aux_cores else 1
+
     @property
     def generator(self) -> str:
         return "wrk" if self.wrk_path else "python-closed-loop"
@@ -68,14 +82,16 @@ class Meter:
         started = time.monotonic()
         share = 0.0
         while True:
-            busy0, total0 = core_times(cores)
+            before = core_times(cores)
             time.sleep(0.5)
-            busy1, total1 = core_times(cores)
-            share = (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
+            share = _busy_share(before, core_times(cores)) or 0.0
             if share <= self.quiet_share or time.monotonic() >= deadline:
                 break
         self.waited += time.monotonic() - started - 0.5
         return round(share, 3)
+
+    def _load_cores_time(self) -> tuple[float, float] | None:
+        return core_times(parse_cores(self.aux_cores)) if self.aux_cores else None
 
     def _window(self, target: Target) -> tuple[float, float] | None:
         if not self.sut_cores or target.server.cores != self.sut_cores:
@@ -162,9 +178,11 @@ class Meter:
             idle_share = self.wait_quiet() if quiet else None
             before = self._cpu(watch)
             window = self._window(target)
+            load_before = self._load_cores_time()
             tcp_before = tcp_counters()
             result = run()
             after = self._cpu(watch)
+            load_after = self._load_cores_time()
             tcp_after = tcp_counters()
             result["tcp"] = {name: tcp_after[name] - tcp_before.get(name, 0) for name in tcp_after}
             own = after[target.server.name] - before[target.server.name]
@@ -172,6 +190,7 @@ class Meter:
             seconds = result.get("seconds", result.get("elapsed_s", 0))
             result.update(
                 foreign_load=self._foreign(target, window, own), load_before=idle_share, attempts=attempt + 1,
+                load_cores_busy=_busy_share(load_before, load_after),
                 cpu_ms_per_request=self._per_request(before, after, done),
                 cpu_share={name: round((after[name] - before[name]) / seconds, 3) for name in before}
                 if seconds else {})
@@ -201,7 +220,7 @@ class Meter:
             if not script.exists():
                 script.write_text(wrk.lua_script(target.body(mode), target.headers))
             return wrk.command(self.wrk_path, target.url, str(script), connections=connections, duration=seconds,
-                               timeout=self.request_timeout)
+                               timeout=self.request_timeout, threads=self.load_threads)
         argv = [python(), "-m", "tests.bench.loadgen", "closed", "--url", target.url,
                 "--body-file", str(self._body_file(target, mode)), *self._headers(target),
                 "--connections", str(connections), "--duration", f"{seconds:g}",
@@ -268,3 +287,11 @@ def _closed_result(out: dict[str, Any]) -> dict[str, Any]:
     return {"requests": out["completed"], "seconds": out["elapsed_s"], "rate": out["rate"],
             "latency_ms": out["latency_ms"], "error_count": out["error_count"], "errors": out["errors"],
             "generator": "python-closed-loop", "generator_overhead": out["generator"]}
+
+
+def _busy_share(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """Share of the load cores' time spent busy between two ``core_times`` readings: near 1, the
+    simulator and the generator, not the system under test, may be what limits the rate."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]), 3)

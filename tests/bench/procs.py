@@ -111,10 +111,15 @@ def tcp_counters() -> dict[str, int]:
 
 def parse_cores(text: str) -> set[int]:
     """A taskset list (``0``, ``0-1``, ``0,2``) as a set."""
-    cores: set[int] = set()
+    return set(ordered_cores(text))
+
+
+def ordered_cores(text: str) -> list[int]:
+    """A taskset list's cores in the order it names them (``8,0-1``: 8, 0, 1)."""
+    cores: list[int] = []
     for part in text.split(","):
         low, _, high = part.partition("-")
-        cores.update(range(int(low), int(high or low) + 1))
+        cores += [core for core in range(int(low), int(high or low) + 1) if core not in cores]
     return cores
 
 

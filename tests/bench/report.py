@@ -272,11 +272,34 @@ def scaling_section(results: dict[str, Any]) -> list[str]:
     scaling = results.get("scaling")
     if not scaling:
         return []
-    rows = [[w, r.get("cores") or "any", _num(r["connections"]), _num(r["rate"], 0), _num(r.get("speedup")),
-             _num(next(iter(r["cpu_ms_per_request"].values()), None), 3)] for w, r in scaling.items()]
-    return ["Non-streaming, no upstream latency, store false; the simulator and the load generator stay on "
-            "their core, so on a 2-core machine a second worker shares a core with them.", "",
-            *_table(["workers", "cores", "connections", "req/s", "speedup", "CPU ms/req"], rows)]
+
+    def own_cpu(run: dict[str, Any]) -> str:
+        return _num(next(iter(run["cpu_ms_per_request"].values()), None), 3)
+
+    def busy(run: dict[str, Any]) -> str:
+        share = run.get("load_cores_busy")
+        return f"{share:.0%}" if share is not None else NA
+
+    def speed(r: dict[str, Any]) -> str:
+        measured = r.get("core_speed")
+        return f"{measured['mean']:.2f} (min {measured['min']:.2f})" if measured else NA
+
+    rows = []
+    for workers, r in scaling.items():
+        pt = r.get("passthrough", {})
+        rows.append([workers, r.get("cores") or "any", r.get("load_cores") or "any", _num(r["connections"]),
+                     speed(r), _num(r["rate"], 0), _num(r.get("speedup")), own_cpu(r), busy(r),
+                     _num(pt.get("rate"), 0) if pt else NA, _num(pt.get("speedup")) if pt else NA,
+                     f"{r['share_of_passthrough']:.0%}" if r.get("share_of_passthrough") else NA])
+    return ["Non-streaming, no upstream latency, store false, full pipeline. Pinned, the workers take the first "
+            "cores and the simulator and wrk (a process and a thread per core, up to 8) the cores left; with none "
+            "left (2 workers on 2 cores) they share the configured load core. Load busy: share of the load cores' "
+            "time in use during the run; near 100% the load side, not the workers, set the rate. Core speed: each "
+            "worker core's speed with all of them busy at once (spin loops) over one alone; n workers cannot beat n "
+            "times it.", "",
+            *_table(["workers", "worker cores", "load cores", "connections", "core speed", "gateway req/s", "speedup",
+                     "CPU ms/req", "load busy", "pass-through req/s", "its speedup", "gateway / pass-through"],
+                    rows)]
 
 
 def litellm_section(results: dict[str, Any]) -> list[str]:
@@ -308,15 +331,18 @@ def markdown(results: dict[str, Any], out: Path | None = None) -> str:
     meta = results["meta"]
     host = meta["host"]
     layout = meta["layout"]
-    layout_text = (f"system under test on core {layout['system_under_test']}, simulator and load generators on "
-                   f"core {layout['simulator_and_load']} (taskset)" if isinstance(layout, dict) else "not pinned")
+    layout_text = (f"system under test on cores {layout['system_under_test']}, simulator and load generators on "
+                   f"cores {layout['simulator_and_load']} (taskset)" if isinstance(layout, dict) else "not pinned")
+    commit = (f"Commit {meta['commit']}{' with local changes' if meta['dirty'] else ''}" if meta["commit"]
+              else "Commit unknown (not run from a git checkout)")
+    threads = meta["generator"].get("saturation_threads", 1)
     quick = " (--quick: short runs, noisy figures)" if meta["options"]["quick"] else ""
     lines = [
         f"# interlock benchmark, {meta['date']}", "",
         f"Machine: {host['cpus']} CPUs ({host['cpu_model']}), {host['memory_gb']} GB, Linux {host['kernel']}, "
-        f"Python {host['python']}. Commit {meta['commit']}{' with local changes' if meta['dirty'] else ''}. "
+        f"Python {host['python']}. {commit}. "
         f"Layout: {layout_text}. Gateway workers: {meta['options']['workers']}.", "",
-        f"Saturation: {meta['generator']['saturation']}, closed loop, one thread, "
+        f"Saturation: {meta['generator']['saturation']}, closed loop, {threads} thread{'s' if threads > 1 else ''}, "
         f"{meta['options']['connections']} connections ({meta['options']['latency_connections']} with upstream "
         f"latency), {meta['options']['sat_seconds']:g} s after a warm-up. Fixed rates: "
         f"{meta['generator']['fixed_rate']}, {meta['options']['fixed_seconds']:g} s at half of the gateway's "

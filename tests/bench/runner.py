@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench import litellm, profiling, streams
+from tests.bench import core_speed, litellm, profiling, streams
 from tests.bench.measure import Meter
-from tests.bench.procs import Proc, Processes
+from tests.bench.procs import Proc, Processes, ordered_cores, parse_cores
 from tests.bench.targets import (
     REPO,
     BenchKey,
@@ -67,6 +67,8 @@ class Options:
     profile: bool = True
     profile_only: bool = False
     scale: list[int] = field(default_factory=lambda: [1, 2])
+    scale_cores: str | None = None
+    """The cores the scaling check's workers take, in order (a taskset list); None: from 0 up."""
     streams: bool = True
     streams_steps: list[int] = field(default_factory=lambda: [500, 1000, 2000, 3000, 4000])
     streams_time_limit: float = 120.0
@@ -415,50 +417,70 @@ class Bench:
 
     # -- workers -------------------------------------------------------------------------------
     def _scaling(self) -> dict[str, Any]:
-        sim, upstream = start_simulator(self.procs, "sim-scaling", cores=self.aux)
+        """Saturation of the gateway and of the pass-through with each worker count. Pinned, the
+        workers take the first cores and the simulator and wrk (a process and a thread per load
+        core, up to 8) every other core, so on a large machine the load grows with the
+        cores left to it; ``load_cores_busy`` near 1 says the load side, not the workers, set the
+        rate."""
         rows: dict[str, Any] = {}
-        try:
-            for workers in self.o.scale:
-                cores = self._cores_for(workers)
-                proc, base = start_gateway(self.procs, f"gateway-w{workers}", work=self.work, upstream=upstream,
-                                           store=f"sqlite:///{self.work}/gateway-w{workers}.db", key=self.key,
-                                           pipeline=self.pipeline,
-                                           workers=workers, cores=cores)
-                try:
-                    target = Target(f"gateway-w{workers}", f"gateway, {workers} workers", base + "/v1/responses",
-                                    proc, headers={"Authorization": f"Bearer {self.key.key}"},
-                                    bodies=responses_bodies("sim", store=False))
-                    connections = self.o.connections * workers
-                    _log(f"scaling: {workers} worker(s) on cores {cores or 'any'}, {connections} connections")
-                    result = self.meter.saturation(target, "json", seconds=self.o.sat_seconds,
-                                                   connections=connections, watch=[sim],
-                                                   warmup=self.o.warmup_seconds)
-                    result["cores"] = cores
-                    result["worker_pids"] = len(proc.python_pids())
-                    rows[str(workers)] = result
-                finally:
-                    self.procs.stop(proc)
-        finally:
-            self.procs.stop(sim)
-        base_rate = rows.get("1", {}).get("rate")
+        for workers in self.o.scale:
+            cores, load_cores = (scaling_layout(workers, sut=self.sut or "0", aux=self.aux or "1",
+                                                order=self.o.scale_cores, machine=_all_cores())
+                                 if self.o.pin else (None, None))
+            meter = self.meter.on_cores(cores, load_cores)
+            processes = meter.load_threads if self.o.pin else 1
+            sim, upstream = start_simulator(self.procs, f"sim-w{workers}", cores=load_cores, processes=processes)
+            connections = self.o.connections * workers
+            _log(f"scaling: {workers} worker(s) on cores {cores or 'any'}, load on {load_cores or 'any'} "
+                 f"({processes} simulator processes), {connections} connections")
+            try:
+                speed = core_speed.relative_speed(self.procs, ordered_cores(cores)) if cores else None
+                row = self._scaled(meter, "gateway", workers, connections, cores, sim, upstream)
+                row["cores"], row["load_cores"], row["simulator_processes"] = cores, load_cores, processes
+                row["core_speed"] = speed
+                row["passthrough"] = self._scaled(meter, "passthrough", workers, connections, cores, sim, upstream)
+                rows[str(workers)] = row
+            finally:
+                self.procs.stop(sim)
+                self.meter.waited = meter.waited
+        one = rows.get("1", {})
         for row in rows.values():
-            row["speedup"] = round(row["rate"] / base_rate, 2) if base_rate else None
+            row["speedup"] = _ratio(row["rate"], one.get("rate"))
+            row["passthrough"]["speedup"] = _ratio(row["passthrough"]["rate"], one.get("passthrough", {}).get("rate"))
+            row["share_of_passthrough"] = _ratio(row["rate"], row["passthrough"]["rate"])
         return rows
 
-    def _cores_for(self, workers: int) -> str | None:
-        if not self.o.pin:
-            return None
-        if workers == 1:
-            return self.sut
-        available = sorted(_all_cores())
-        return ",".join(str(c) for c in available[:workers])
+    def _scaled(self, meter: Meter, key: str, workers: int, connections: int, cores: str | None, sim: Proc,
+                upstream: str) -> dict[str, Any]:
+        """One saturation run of ``key`` (gateway or pass-through) with ``workers`` workers."""
+        name = f"{key}-w{workers}"
+        if key == "gateway":
+            proc, base = start_gateway(self.procs, name, work=self.work, upstream=upstream,
+                                       store=f"sqlite:///{self.work}/{name}.db", key=self.key,
+                                       pipeline=self.pipeline, workers=workers, cores=cores)
+            target = Target(name, f"gateway, {workers} workers", base + "/v1/responses", proc,
+                            headers={"Authorization": f"Bearer {self.key.key}"},
+                            bodies=responses_bodies("sim", store=False))
+        else:
+            proc, base = start_passthrough(self.procs, upstream, cores=cores, workers=workers, name=name)
+            target = Target(name, f"pass-through, {workers} workers", base + "/v1/responses", proc,
+                            bodies=responses_bodies("sim", store=False))
+        try:
+            result = meter.saturation(target, "json", seconds=self.o.sat_seconds, connections=connections,
+                                      watch=[sim], warmup=max(self.o.warmup_seconds, 2.0))
+            result["worker_pids"] = len(proc.python_pids())
+            return result
+        finally:
+            self.procs.stop(proc)
 
     # -- metadata ------------------------------------------------------------------------------
     def _meta(self, wrk_path: str | None) -> dict[str, Any]:
-        def output(argv: list[str]) -> str:
+        def output(argv: list[str], *, failing: bool = False) -> str:
+            """What ``argv`` prints; nothing when it fails, unless it reports on a failing exit
+            (``wrk -v`` exits 1)."""
             try:
                 done = subprocess.run(argv, capture_output=True, text=True, timeout=10, cwd=REPO)
-                return (done.stdout.strip() or done.stderr.strip())
+                return (done.stdout.strip() or done.stderr.strip()) if done.returncode == 0 or failing else ""
             except (OSError, subprocess.TimeoutExpired):
                 return ""
 
@@ -466,7 +488,7 @@ class Bench:
         with contextlib.suppress(OSError):
             cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                         if line.startswith("model name")), "")
-        wrk_version = output([wrk_path, "-v"]).splitlines()[0] if wrk_path else None
+        wrk_version = (output([wrk_path, "-v"], failing=True).splitlines() or [wrk_path])[0] if wrk_path else None
         o = self.o
         return {
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -475,6 +497,7 @@ class Bench:
             "commit": output(["git", "rev-parse", "--short", "HEAD"]),
             "dirty": bool(output(["git", "status", "--porcelain", "--untracked-files=no"])),
             "generator": {"saturation": wrk_version or "python closed loop (tests.bench.loadgen closed)",
+                          "saturation_threads": self.meter.load_threads if wrk_version else 1,
                           "fixed_rate": "python open loop (tests.bench.loadgen open, aiohttp + uvloop)"},
             "layout": ({"system_under_test": o.sut_cores, "simulator_and_load": o.aux_cores} if o.pin
                        else "not pinned"),
@@ -511,6 +534,21 @@ def _added(fixed: dict[str, list[dict[str, Any]]], streaming: bool, baseline: st
             row["ttfb_p99_ms"] = round(run["ttfb_ms"]["p99"] - base["ttfb_ms"]["p99"], 3)
         out[key] = row
     return out
+
+
+def scaling_layout(workers: int, *, sut: str, aux: str, order: str | None, machine: set[int]) -> tuple[str, str]:
+    """(worker cores, load cores) of a pinned scaling row: one worker keeps the configured layout
+    unless ``order`` (a taskset list) names the cores workers take; more take the first
+    ``workers`` of that order (default: from 0 up). The load gets the rest, or the configured
+    load cores when none are left (2 workers on a 2-core machine)."""
+    taken = ordered_cores(order) if order else sorted(machine)
+    cores = parse_cores(sut) if workers == 1 and not order else set(taken[:workers])
+    rest = sorted(machine - cores)
+    return ",".join(map(str, sorted(cores))), ",".join(map(str, rest)) if rest else aux
+
+
+def _ratio(value: float, base: float | None) -> float | None:
+    return round(value / base, 2) if base else None
 
 
 def _all_cores() -> set[int]:

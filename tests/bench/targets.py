@@ -81,13 +81,14 @@ def python() -> str:
 
 
 def start_simulator(procs: Processes, name: str, *, cores: str | None, latency_ms: float = 0.0,
-                    token_delay_ms: float = 0.0) -> tuple[Proc, str]:
-    """``interlock simulate`` on a free loopback port; the process and its base URL (no ``/v1``)."""
+                    token_delay_ms: float = 0.0, processes: int = 1) -> tuple[Proc, str]:
+    """``interlock simulate`` on a free loopback port, served by ``processes`` processes; the
+    process (its tree) and its base URL (no ``/v1``)."""
     port = free_port()
     # A backlog above the largest burst of new connections (256 closed-loop connections, thousands
     # of held streams): a connection the kernel drops waits a second for its SYN retry.
     argv = [python(), "-m", "proxy.cli", "simulate", "--host", "127.0.0.1", "--port", str(port),
-            "--backlog", str(SIMULATOR_BACKLOG)]
+            "--backlog", str(SIMULATOR_BACKLOG), "--processes", str(processes)]
     if latency_ms:
         argv += ["--latency-ms", f"{latency_ms:g}"]
     if token_delay_ms:
@@ -98,11 +99,12 @@ def start_simulator(procs: Processes, name: str, *, cores: str | None, latency_m
     return proc, base
 
 
-def start_passthrough(procs: Processes, upstream: str, *, cores: str | None) -> tuple[Proc, str]:
+def start_passthrough(procs: Processes, upstream: str, *, cores: str | None, workers: int = 1,
+                      name: str = "passthrough") -> tuple[Proc, str]:
     port = free_port()
     argv = [python(), "-m", "uvicorn", "tests.bench.passthrough:app", "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log", "--log-level", "warning"]
-    proc = procs.start("passthrough", argv, cores=cores, cwd=REPO,
+            "--no-access-log", "--log-level", "warning", "--workers", str(workers)]
+    proc = procs.start(name, argv, cores=cores, cwd=REPO,
                        env={"PASSTHROUGH_UPSTREAM": upstream + "/v1/responses"})
     wait_tcp(proc, port)
     return proc, f"http://127.0.0.1:{port}"

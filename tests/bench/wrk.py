@@ -32,9 +32,10 @@ def lua_script(body: bytes, headers: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def command(wrk: str, url: str, script: str, *, connections: int, duration: float, timeout: float) -> list[str]:
-    return [wrk, "-t1", f"-c{connections}", f"-d{max(round(duration), 1)}s", f"--timeout={int(timeout)}s",
-            "--latency", "-s", script, url]
+def command(wrk: str, url: str, script: str, *, connections: int, duration: float, timeout: float,
+            threads: int = 1) -> list[str]:
+    return [wrk, f"-t{max(min(threads, connections), 1)}", f"-c{connections}", f"-d{max(round(duration), 1)}s",
+            f"--timeout={int(timeout)}s", "--latency", "-s", script, url]
 
 
 def parse(output: str) -> dict[str, Any]:

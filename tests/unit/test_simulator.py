@@ -595,6 +595,49 @@ async def test_cli_serves_until_interrupted(http: aiohttp.ClientSession) -> None
             await proc.wait()
 
 
+async def test_cli_processes_share_the_port_and_stop_with_the_parent(http: aiohttp.ClientSession) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy.cli", "simulate", "--port", str(port), "--processes", "3",
+        cwd=Path(__file__).resolve().parents[2], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        for _ in range(3):  # one line per serving process, once it listens
+            assert "listening" in (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        children = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert len(children) == 2
+        # Each new connection lands on one of the listeners; 60 of them reach every process.
+        answered_by: set[str] = set()
+        for _ in range(60):
+            async with http.get(f"http://127.0.0.1:{port}/_sim/requests", headers={"Connection": "close"}) as resp:
+                assert resp.status == 200
+                answered_by.add(json.dumps(await resp.json()))
+            await post(http, f"http://127.0.0.1:{port}/v1/responses", {"model": "m", "input": "hello"},
+                       Connection="close")
+        # Each process records only what it served, so the recordings differ between processes.
+        assert len(answered_by) > 1
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        # The parent reaped its children before it exited.
+        assert not [child for child in children if Path(f"/proc/{child}").exists()]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def test_cli_processes_need_a_fixed_port(capsys: pytest.CaptureFixture[str]) -> None:
+    from providers.simulator import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--port", "0", "--processes", "2"])
+    assert exited.value.code == 2
+    assert "--processes needs a fixed --port" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("backlog", "handshakes"), [(2, 3), (32, 8)])
 async def test_backlog_bounds_connections_waiting_to_be_accepted(backlog: int, handshakes: int) -> None:
     simulator = await start_simulator(backlog=backlog)
