@@ -32,7 +32,10 @@ from policies.backend import RedisClient
 
 ScriptCall = tuple[Sequence[str | bytes], Sequence[str | bytes | int | float]]
 """``(keys, args)`` of one call."""
-_Command = tuple[str | bytes | int | float, ...]
+_Arg = str | bytes | int | float
+
+_HEADS_KEPT = 1024
+"""Packed command heads kept per script (one per distinct key list): teams x keys x models."""
 
 _MAX_BATCH = 256
 """Calls per pipeline: bounds one reply's size and the wait of the calls behind it."""
@@ -51,6 +54,9 @@ class BatchedScript:
         """The connection batches go out on (not a Cluster's), made at the first one."""
         self._exchanging = asyncio.Lock()
         """Held while a batch is on ``_connection``: ``run_all`` may be called beside the calls."""
+        self._heads: dict[tuple[tuple[str | bytes, ...], int], bytes] = {}
+        """Each key list's packed ``EVALSHA sha numkeys keys...`` (with the command's length): a
+        policy's keys repeat on every request, so only the arguments are packed per call."""
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -123,41 +129,52 @@ class BatchedScript:
             for keys, args in calls:
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
             return list(await pipe.execute(raise_on_error=False))
-        commands: list[_Command] = [("EVALSHA", self._sha, len(keys), *keys, *args) for keys, args in calls]
+        packed = b"".join([self._head(keys, len(args)) + _packed(args) for keys, args in calls])
         if self._connection is None:
             self._connection = self._redis.connection_pool.make_connection()
         connection = self._connection
         async with self._exchanging:
             return await connection.retry.call_with_retry(
-                lambda: _exchange(connection, commands), lambda _: connection.disconnect())
+                lambda: _exchange(connection, packed, len(calls)), lambda _: connection.disconnect())
+
+    def _head(self, keys: Sequence[str | bytes], arg_count: int) -> bytes:
+        """``EVALSHA`` with this script's SHA and ``keys``, packed, for a call of ``arg_count``
+        arguments."""
+        entry = (tuple(keys), arg_count)
+        head = self._heads.get(entry)
+        if head is None:
+            if len(self._heads) >= _HEADS_KEPT:
+                self._heads.clear()
+            head = b"*%d\r\n%s" % (3 + len(keys) + arg_count, _packed(("EVALSHA", self._sha, len(keys), *keys)))
+            self._heads[entry] = head
+        return head
 
 
-def _packed(commands: list[_Command]) -> bytes:
-    """The commands in RESP, as redis-py packs them (a float as its ``repr``) but several times
-    faster: the arguments here are nearly all bytes already, and nothing is large enough to be
-    worth redis-py's splitting of big values into separate writes."""
+def _packed(args: Sequence[_Arg]) -> bytes:
+    """``args`` as RESP bulk strings, as redis-py packs them (a float as its ``repr``) but several
+    times faster: the arguments here are nearly all bytes already, and nothing is large enough to
+    be worth redis-py's splitting of big values into separate writes. A command is ``*<count>``
+    and then its packed words."""
     out: list[bytes] = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            if not isinstance(arg, bytes):
-                arg = (arg if isinstance(arg, str) else repr(arg)).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    for arg in args:
+        if not isinstance(arg, bytes):
+            arg = (arg if isinstance(arg, str) else repr(arg)).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
     return b"".join(out)
 
 
-async def _exchange(connection: AbstractConnection, commands: list[_Command]) -> list[object]:
-    """Send every command in one write and read each one's reply (an error reply in its place),
-    all within the connection's ``socket_timeout``."""
+async def _exchange(connection: AbstractConnection, packed: bytes, count: int) -> list[object]:
+    """Send ``count`` packed commands in one write and read each one's reply (an error reply in
+    its place), all within the connection's ``socket_timeout``."""
     deadline = connection.socket_timeout
     # Cleared while the exchange runs, so that redis-py neither wraps the write in a task nor
     # arms a timer per reply: the deadline below covers both. No one else holds the connection.
     connection.socket_timeout = None
     try:
         async with asyncio.timeout(deadline):
-            await connection.send_packed_command(_packed(commands), check_health=False)
+            await connection.send_packed_command(packed, check_health=False)
             replies: list[object] = []
-            for _ in commands:
+            for _ in range(count):
                 try:
                     replies.append(await connection.read_response())
                 except ResponseError as exc:

@@ -9,6 +9,7 @@ from typing import Literal, cast
 from litestar import Request, delete, get, post
 from litestar.types import ASGIApp
 
+from policies.limits import LimitStatus
 from proxy.auth import Principal
 from proxy.decoding import decode_create_request
 from proxy.engine import Turn
@@ -79,13 +80,21 @@ def route_headers(turn: Turn) -> dict[str, str]:
     if turn.candidate is not None:
         headers["x-interlock-deployment"] = turn.candidate.spec.name
     reservation = turn.ticket.reservation  # confirmed: the route asks once the turn is open
-    for unit, suffix in (("requests", " rpm"), ("tokens", " tpm")):
-        statuses = [status for status in reservation.statuses if status.label.endswith(suffix)] if reservation else []
-        if statuses:
-            tightest = min(statuses, key=lambda status: status.remaining)
-            headers[f"x-ratelimit-limit-{unit}"] = str(int(tightest.limit))
-            headers[f"x-ratelimit-remaining-{unit}"] = str(max(int(tightest.remaining), 0))
+    if reservation is None:
+        return headers
+    tightest: dict[str, LimitStatus] = {}
+    for status in reservation.statuses:
+        unit = _RATE_UNITS.get(status.label[-4:])
+        if unit is not None and (unit not in tightest or status.remaining < tightest[unit].remaining):
+            tightest[unit] = status
+    for unit, status in tightest.items():
+        headers[f"x-ratelimit-limit-{unit}"] = str(int(status.limit))
+        headers[f"x-ratelimit-remaining-{unit}"] = str(max(int(status.remaining), 0))
     return headers
+
+
+_RATE_UNITS = {" rpm": "requests", " tpm": "tokens"}
+"""The ``x-ratelimit-*`` unit of a limit, by the end of its label (budgets have none)."""
 
 
 @get("/v1/responses/{response_id:str}")

@@ -229,7 +229,19 @@ async def test_a_sentinel_clients_batches_go_to_the_master_it_names(sentinel: in
 
 
 def test_batches_are_packed_byte_for_byte_as_redis_py_packs_them() -> None:
-    commands = [("EVALSHA", "a" * 40, 3, b"{p:team}:rpm", b"{p:team}:tpm", "{p:team}:day", b"1764143000.25", b"",
-                 1.5, 0.1, -7, 2**70, "caf\u00e9", b"\r\n$*"),
-                ("EVALSHA", "b" * 40, 0)]
-    assert _packed(commands) == b"".join(Connection().pack_commands(commands))
+    words = ("EVALSHA", "a" * 40, 3, b"{p:team}:rpm", b"{p:team}:tpm", "{p:team}:day", b"1764143000.25", b"", 1.5,
+             0.1, -7, 2**70, "caf\u00e9", b"\r\n$*")
+    assert b"*%d\r\n%s" % (len(words), _packed(words)) == Connection().pack_command(*words)[0]
+
+
+async def test_each_key_list_is_packed_once_and_calls_differing_in_arguments_get_their_own(
+        scripts: Scripts, prefix: str) -> None:
+    """The cached head of a call (its SHA and keys) is shared by calls with the same keys and
+    the same number of arguments; the replies prove what Redis received."""
+    script = scripts("return {KEYS[1], ARGV[1], #ARGV}")
+    key = f"{prefix}:k"
+    assert await script((key,), [b"a"]) == [key.encode(), b"a", 1]
+    assert await script([key], [b"b"]) == [key.encode(), b"b", 1]  # a list of the same keys: the same head
+    assert await script((key,), [b"c", 2]) == [key.encode(), b"c", 2]
+    assert await script((key + "2",), [b"d"]) == [(key + "2").encode(), b"d", 1]
+    assert sorted(script._heads) == [((key,), 1), ((key,), 2), ((key + "2",), 1)]
