@@ -68,8 +68,15 @@ class Adapted:
     team: str = ""
     sealer: Sealer | None = None
 
-    async def replies(self, upstream: AsyncGenerator[d.Delta, None]) -> AsyncGenerator[d.Delta, None]:
-        """The adapter's deltas with reasoning state sealed and custom tool calls restored."""
+    def replies(self, upstream: AsyncGenerator[d.Delta, None]) -> AsyncGenerator[d.Delta, None]:
+        """The adapter's deltas with reasoning state sealed and custom tool calls restored; the
+        adapter's own generator when neither applies (a layer less for every delta to cross)."""
+        sealing = self.sealer is not None and self.dialect not in NATIVE_DIALECTS
+        if not sealing and not self.custom_tools:
+            return upstream
+        return self._restored(upstream)
+
+    async def _restored(self, upstream: AsyncGenerator[d.Delta, None]) -> AsyncGenerator[d.Delta, None]:
         calls = _CustomCalls(self.custom_tools)
         try:
             async for delta in upstream:
