@@ -331,8 +331,11 @@ def markdown(results: dict[str, Any], out: Path | None = None) -> str:
     meta = results["meta"]
     host = meta["host"]
     layout = meta["layout"]
-    layout_text = (f"system under test on cores {layout['system_under_test']}, simulator and load generators on "
-                   f"cores {layout['simulator_and_load']} (taskset)" if isinstance(layout, dict) else "not pinned")
+    def cores(text: str) -> str:
+        return f"cores {text}" if "," in text or "-" in text else f"core {text}"
+
+    layout_text = (f"system under test on {cores(layout['system_under_test'])}, simulator and load generators on "
+                   f"{cores(layout['simulator_and_load'])} (taskset)" if isinstance(layout, dict) else "not pinned")
     commit = (f"Commit {meta['commit']}{' with local changes' if meta['dirty'] else ''}" if meta["commit"]
               else "Commit unknown (not run from a git checkout)")
     threads = meta["generator"].get("saturation_threads", 1)
