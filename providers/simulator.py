@@ -65,6 +65,7 @@ import contextlib
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -391,9 +392,15 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 async def _serve_forever(host: str, port: int, options: SimulatorOptions, backlog: int, *, reuse_port: bool) -> None:
     simulator = await start_simulator(host, port, options, backlog=backlog, reuse_port=reuse_port)
-    print(f"interlock simulator listening on {simulator.url}", flush=True)
+    # Through the loop, so SIGTERM ends the wait below between callbacks rather than raising in
+    # the middle of one.
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    # One write: with --processes, each process says it, and lines must not interleave.
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), f"interlock simulator listening on {simulator.url}\n".encode())
     try:
-        await asyncio.Event().wait()
+        await stopped.wait()
     finally:
         await simulator.close()
 
@@ -422,8 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     options = SimulatorOptions(latency_ms=args.latency_ms, token_delay_ms=args.token_delay_ms, api_key=args.api_key)
     children = _fork_servers(args.processes - 1)
     try:
-        # Ctrl-C is how this command is meant to stop; SIGTERM stops it the same way.
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # Ctrl-C is how this command is meant to stop; SIGTERM (_serve_forever) stops it the same way.
         with asyncio.Runner(loop_factory=_loop_factory()) as runner, contextlib.suppress(KeyboardInterrupt):
             runner.run(_serve_forever(args.host, args.port, options, args.backlog, reuse_port=args.processes > 1))
     finally:
@@ -443,10 +449,25 @@ def _fork_servers(count: int) -> list[int]:
     return children
 
 
-def _stop_children(children: list[int]) -> None:
+def _stop_children(children: list[int], grace_s: float = 5.0) -> None:
+    """SIGTERM each child, SIGKILL those still there after ``grace_s``, and reap them all."""
     for pid in children:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    for pid in children:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+    deadline = time.monotonic() + grace_s
+    waiting = list(children)
+    while waiting:
+        waiting = [pid for pid in waiting if not _reaped(pid)]
+        if waiting and time.monotonic() > deadline:
+            for pid in waiting:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            deadline = float("inf")
+        time.sleep(0.02)
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG) != (0, 0)
+    except ChildProcessError:  # reaped already
+        return True

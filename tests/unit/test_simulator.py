@@ -7,7 +7,9 @@ Every test talks to a real simulator on a loopback socket through an aiohttp cli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import socket
 import sys
@@ -602,6 +604,7 @@ async def test_cli_processes_share_the_port_and_stop_with_the_parent(http: aioht
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "proxy.cli", "simulate", "--port", str(port), "--processes", "3",
         cwd=Path(__file__).resolve().parents[2], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,  # its own group: whatever happens, the finally below ends every process of it
     )
     try:
         assert proc.stdout is not None
@@ -624,9 +627,10 @@ async def test_cli_processes_share_the_port_and_stop_with_the_parent(http: aioht
         # The parent reaped its children before it exited.
         assert not [child for child in children if Path(f"/proc/{child}").exists()]
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        # The children hold the output pipe too: left running, they would keep wait() waiting.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 30)
 
 
 def test_cli_processes_need_a_fixed_port(capsys: pytest.CaptureFixture[str]) -> None:
