@@ -455,15 +455,15 @@ def _stop_children(children: list[int], grace_s: float = 5.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    waiting = list(children)
+    waiting = [pid for pid in children if not _reaped(pid)]
     while waiting:
-        waiting = [pid for pid in waiting if not _reaped(pid)]
-        if waiting and time.monotonic() > deadline:
+        if time.monotonic() > deadline:
             for pid in waiting:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             deadline = float("inf")
         time.sleep(0.02)
+        waiting = [pid for pid in waiting if not _reaped(pid)]
 
 
 def _reaped(pid: int) -> bool:

@@ -32,10 +32,10 @@ def _spin(procs: Processes, cores: list[int], seconds: float) -> list[int]:
                         stdout=procs.log_dir / f"spin-{core}.out")
             for core in cores]
     counts = []
-    for run in runs:
+    for core, run in zip(cores, runs, strict=True):
         run.popen.wait(seconds + 30)
         procs.stop(run)
-        counts.append(int((procs.log_dir / f"spin-{run.name.removeprefix('spin-')}.out").read_text().split()[-1]))
+        counts.append(int((procs.log_dir / f"spin-{core}.out").read_text().split()[-1]))
     return counts
 
 

@@ -290,8 +290,8 @@ def _closed_result(out: dict[str, Any]) -> dict[str, Any]:
 
 
 def _busy_share(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
-    """Share of the load cores' time spent busy between two ``core_times`` readings: near 1, the
-    simulator and the generator, not the system under test, may be what limits the rate."""
+    """Share of the cores' time spent busy between two ``core_times`` readings (of the load
+    cores: near 1, the simulator and the generator may be what limits the rate)."""
     if before is None or after is None or after[1] <= before[1]:
         return None
     return round((after[0] - before[0]) / (after[1] - before[1]), 3)

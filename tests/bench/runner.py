@@ -428,7 +428,7 @@ class Bench:
                                                 order=self.o.scale_cores, machine=_all_cores())
                                  if self.o.pin else (None, None))
             meter = self.meter.on_cores(cores, load_cores)
-            processes = meter.load_threads if self.o.pin else 1
+            processes = meter.load_threads  # 1 when unpinned
             sim, upstream = start_simulator(self.procs, f"sim-w{workers}", cores=load_cores, processes=processes)
             connections = self.o.connections * workers
             _log(f"scaling: {workers} worker(s) on cores {cores or 'any'}, load on {load_cores or 'any'} "
