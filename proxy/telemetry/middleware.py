@@ -15,13 +15,13 @@ from typing import cast
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span
 
 from proxy.telemetry import metrics
 from proxy.telemetry.config import TelemetryConfig
 from proxy.telemetry.logs import current_request_id
 from proxy.telemetry.state import SWITCHES
-from proxy.telemetry.tracing import mark_failed, remote_context
+from proxy.telemetry.tracing import mark_failed
 
 _EVENT_STREAM = b"text/event-stream"
 
@@ -88,12 +88,12 @@ async def _http(app: ASGIApp, scope: HTTPScope, receive: Receive, send: Send) ->
     started = time.perf_counter()
     method = scope["method"]
     route = scope["path_template"]  # routed already: a template, never a client's path
-    tracer = SWITCHES.tracer
+    server_spans = SWITCHES.server_spans
     span = None
-    if tracer is not None:
-        span = tracer.start_span(f"{method} {route}", context=remote_context(scope["headers"]), kind=SpanKind.SERVER,
-                                 attributes={"http.request.method": method, "http.route": route,
-                                             "url.path": scope["path"], "url.scheme": scope.get("scheme", "http")})
+    if server_spans is not None:
+        span = server_spans.start(f"{method} {route}", scope["headers"], lambda: {
+            "http.request.method": method, "http.route": route, "url.path": scope["path"],
+            "url.scheme": scope.get("scheme", "http")})
     record = RequestRecord(span)
     record_token = _RECORD.set(record)
     span_token = otel_context.attach(trace.set_span_in_context(span)) if span is not None else None
@@ -123,7 +123,7 @@ async def _http(app: ASGIApp, scope: HTTPScope, receive: Receive, send: Send) ->
             labels = (route, method, str(status), record.team, record.model)
             metrics.labelled(metrics.REQUESTS, *labels).inc()
             metrics.labelled(metrics.REQUEST_DURATION, *labels).observe(time.perf_counter() - started)
-        if span is not None:
+        if span is not None and span.is_recording():
             _end_server_span(span, record, status, failure)
         if span_token is not None:
             otel_context.detach(span_token)

@@ -32,8 +32,8 @@ class Telemetry:
         config = settings.telemetry
         protect_secrets(os.environ.get(name) for name in _secret_variables(settings))
         redact_library_records()
-        provider = new_provider(config) if config.tracing else None
-        SWITCHES.provider = provider
+        provider, server_spans = new_provider(config) if config.tracing else (None, None)
+        SWITCHES.provider, SWITCHES.server_spans = provider, server_spans
         SWITCHES.tracer = provider.get_tracer(TRACER_NAME) if provider is not None else None
         SWITCHES.capture_content = config.capture_content
         SWITCHES.metrics = config.metrics
@@ -46,7 +46,7 @@ class Telemetry:
         """Switch everything off, then flush the spans not yet exported (in a thread: the
         exporter blocks)."""
         if SWITCHES.provider is self.provider:
-            SWITCHES.tracer = SWITCHES.provider = None
+            SWITCHES.tracer = SWITCHES.provider = SWITCHES.server_spans = None
             SWITCHES.metrics = SWITCHES.capture_content = False
         if metrics.CIRCUITS.board is self._circuits:
             metrics.CIRCUITS.board = None

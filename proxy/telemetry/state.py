@@ -12,14 +12,18 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Tracer
 
+    from proxy.telemetry.server_spans import ServerSpans
+
 
 class Switches:
-    __slots__ = ("capture_content", "currency", "metrics", "provider", "tracer")
+    __slots__ = ("capture_content", "currency", "metrics", "provider", "server_spans", "tracer")
 
     def __init__(self) -> None:
         self.tracer: Tracer | None = None
         """Set while tracing is on; ``None``: no span is made anywhere."""
         self.provider: TracerProvider | None = None
+        self.server_spans: ServerSpans | None = None
+        """Set while tracing is on: starts each request's server span."""
         self.metrics = False
         self.capture_content = False
         self.currency = "USD"

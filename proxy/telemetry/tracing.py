@@ -24,6 +24,8 @@ from proxy.telemetry.state import SWITCHES
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
+    from proxy.telemetry.server_spans import ServerSpans
+
 log = logging.getLogger("interlock.telemetry")
 
 TRACER_NAME = "interlock"
@@ -31,23 +33,27 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _CONTEXT_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
 
-def new_provider(config: TelemetryConfig) -> TracerProvider:
-    """A provider sampling as configured, exporting to ``otlp_endpoint`` when there is one.
-    The SDK is imported here: a gateway without tracing never loads it."""
+def new_provider(config: TelemetryConfig) -> tuple[TracerProvider, ServerSpans]:
+    """A provider sampling as configured, exporting to ``otlp_endpoint`` when there is one, and
+    the server spans it starts. The SDK's provider is imported here: a gateway without tracing
+    never loads it."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+    from proxy.telemetry.server_spans import PrimedIds, ServerSpans
+
+    root, ids = TraceIdRatioBased(config.sample_ratio), PrimedIds()
     provider = TracerProvider(resource=Resource.create({"service.name": config.service_name}),
-                              sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)))
+                              sampler=ParentBased(root), id_generator=ids)
     if config.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=config.otlp_endpoint, headers=_export_headers(config.otlp_headers_env))
         # Exports from its own thread, in batches: ending a span only queues it.
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
+    return provider, ServerSpans(provider.get_tracer(TRACER_NAME), ids, root)
 
 
 def _export_headers(names: dict[str, str]) -> dict[str, str]:
