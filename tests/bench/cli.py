@@ -65,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-profile", action="store_true", help="skip py-spy")
     p.add_argument("--profile-only", action="store_true",
                    help="only profile the gateway at saturation with py-spy (a quick loop while optimising)")
+    p.add_argument("--instructions", action="store_true",
+                   help="only count instructions per request under valgrind's callgrind: the pass-through and the "
+                        "gateway with and without each part of its pipeline (a figure the host's speed does not "
+                        "move; about 3 minutes a configuration per mode)")
     p.add_argument("--scale", type=_ints, default=None,
                    help="worker counts for the scaling check, comma-separated (default 1,2; --quick: none)")
     p.add_argument("--scale-cores", default=None,
@@ -93,7 +97,8 @@ def options(args: argparse.Namespace) -> Options:
                 modes=args.modes, redis=not args.no_redis, with_litellm=args.with_litellm,
                 litellm_spec=args.litellm_spec, loadgen=args.loadgen, scale_cores=args.scale_cores,
                 profile=not args.no_profile,
-                streams=not args.no_streams, rss_limit_mb=args.rss_limit_mb, profile_only=args.profile_only)
+                streams=not args.no_streams, rss_limit_mb=args.rss_limit_mb, profile_only=args.profile_only,
+                instructions=args.instructions)
     if quick:
         o.profiles, o.scale, o.fractions = ["none"], [], [0.5]
         o.streams_steps, o.streams_time_limit = [50, 100, 200], 40.0

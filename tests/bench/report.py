@@ -255,6 +255,37 @@ def profile_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def instructions_section(results: dict[str, Any]) -> list[str]:
+    """``--instructions``: per mode, each configuration's instructions per request, the
+    pass-through's share of them, and what the part a configuration leaves out costs."""
+    configurations: dict[str, Any] = results.get("instructions", {}).get("configurations", {})
+    first: dict[str, Any] = next(iter(configurations.values()), {})
+    lines: list[str] = []
+
+    def per_request(name: str, mode: str) -> float | None:
+        return configurations.get(name, {}).get("modes", {}).get(mode, {}).get("instructions_per_request")
+
+    for mode in first.get("modes", {}):
+        base, full = per_request("passthrough", mode), per_request("full", mode)
+        rows = []
+        for name, data in configurations.items():
+            count = per_request(name, mode)
+            if count is None:
+                continue
+            batches = data["modes"][mode]["batches"]
+            share = f"{base / count:.0%}" if base else "-"
+            cost = f"{(full - count) / full:.1%} ({(full - count) / 1e3:,.0f} k)" if full and data["left_out"] else ""
+            rows.append([data["label"], f"{count / 1e6:.3f}", f"{min(batches) / 1e6:.3f}-{max(batches) / 1e6:.3f}",
+                         share, data["left_out"], cost])
+        sample = first["modes"][mode]
+        lines += [f"### {MODE_TITLES[mode]}", "",
+                  f"Batches of {sample['requests']} requests, {sample['concurrency']} at a time, after a warm-up; "
+                  "the median batch.", "", *_table(
+                      ["configuration", "M instructions / request", "batches", "pass-through / this",
+                       "left out", "what that part costs (of the full pipeline)"], rows)]
+    return lines
+
+
 def streams_section(results: dict[str, Any]) -> list[str]:
     held = results.get("streams")
     if not held:
@@ -377,6 +408,9 @@ def markdown(results: dict[str, Any], out: Path | None = None) -> str:
     lite = litellm_section(results)
     if lite:
         lines += ["## LiteLLM proxy", "", *lite]
+    counted = instructions_section(results)
+    if counted:
+        lines += ["## Instructions per request (callgrind)", "", *counted]
     prof = profile_section(results)
     if prof:
         lines += ["## Where the gateway spends its CPU (py-spy)", "", *prof]

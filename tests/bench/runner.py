@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench import core_speed, litellm, profiling, streams
+from tests.bench import core_speed, instructions, litellm, profiling, streams
 from tests.bench.measure import Meter
 from tests.bench.procs import Proc, Processes, ordered_cores, parse_cores
 from tests.bench.targets import (
@@ -66,6 +66,8 @@ class Options:
     loadgen: str = "auto"
     profile: bool = True
     profile_only: bool = False
+    instructions: bool = False
+    """Only count instructions per request under callgrind (``tests.bench.instructions``)."""
     scale: list[int] = field(default_factory=lambda: [1, 2])
     scale_cores: str | None = None
     """The cores the scaling check's workers take, in order (a taskset list); None: from 0 up."""
@@ -126,8 +128,11 @@ class Bench:
         self._start_pipeline()
         if self.o.with_litellm:
             self._install_litellm()
-        if self.o.profile_only:
-            self._profile_only()
+        if self.o.profile_only or self.o.instructions:
+            if self.o.profile_only:
+                self._profile_only()
+            else:
+                self._instructions()
             self._finish(started)
             return self.results
         for profile in self.o.profiles:
@@ -180,6 +185,23 @@ class Bench:
                     self.results["profile"][sampled] = self._py_spy(target, sampled, self.o.connections, sim)
         finally:
             self.procs.stop(gateway)
+            self.procs.stop(sim)
+
+    def _instructions(self) -> None:
+        """``--instructions``: instructions per request of the pass-through and of the gateway
+        with and without each part of its pipeline, counted by callgrind."""
+        missing = instructions.available()
+        if missing is not None:
+            self._skip("instructions", missing)
+            return
+        sim, upstream = start_simulator(self.procs, "sim-instructions", cores=self.aux)
+        try:
+            _log("instructions per request under callgrind: the pass-through and 5 gateway configurations, "
+                 "about 3 minutes each")
+            self.results["instructions"] = instructions.measure(
+                self.procs, work=self.work, upstream=upstream, key=self.key, pipeline=self.pipeline,
+                modes=self.o.modes, cores=self.sut)
+        finally:
             self.procs.stop(sim)
 
     def _skip(self, what: str, why: str) -> None:

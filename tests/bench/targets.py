@@ -157,6 +157,10 @@ class Pipeline:
     otlp_endpoint: str | None
     """The harness's OTLP sink (``tests.bench.otlp_sink``); None: spans made, not exported."""
     sample_ratio: float = 0.01
+    tracing: bool = True
+    metrics: bool = True
+    limits: bool = True
+    """Rate limits and budgets on the bench key and team; False: none set (usage still recorded)."""
 
 
 # High enough never to refuse a bench request, so every request pays for the checks and the
@@ -170,9 +174,11 @@ def gateway_config(path: Path, *, port: int, workers: int, upstream: str, store:
                    pipeline: Pipeline) -> Path:
     """Write a gateway YAML: the simulator as an ``openai_responses`` and an ``openai_chat``
     provider (priced), one team with the bench key under key and team limits and budgets, the
-    given store, limits in ``pipeline.limits_store`` and sampled tracing."""
-    telemetry: dict[str, object] = {"tracing": True, "sample_ratio": pipeline.sample_ratio}
-    if pipeline.otlp_endpoint is not None:
+    given store, limits in ``pipeline.limits_store``, sampled tracing and metrics (each part as
+    ``pipeline`` turns it on)."""
+    telemetry: dict[str, object] = {"tracing": pipeline.tracing, "sample_ratio": pipeline.sample_ratio,
+                                    "metrics": pipeline.metrics}
+    if pipeline.tracing and pipeline.otlp_endpoint is not None:
         telemetry["otlp_endpoint"] = pipeline.otlp_endpoint
     config = {
         "listen": {"host": "127.0.0.1", "port": port, "workers": workers},
@@ -190,8 +196,9 @@ def gateway_config(path: Path, *, port: int, workers: int, upstream: str, store:
             "sim-chat": {"deployments": [{"provider": "simchat", "model": "sim-1", "price": _BENCH_PRICE}]},
         },
         "teams": {"bench": {"keys": [{"sha256": key.sha256, "name": "bench"}]}},
-        "policy": {"limits": {"key": _BENCH_LIMITS, "team": {**_BENCH_LIMITS, **_BENCH_BUDGETS}}},
     }
+    if pipeline.limits:
+        config["policy"] = {"limits": {"key": _BENCH_LIMITS, "team": {**_BENCH_LIMITS, **_BENCH_BUDGETS}}}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 

@@ -1,17 +1,23 @@
-"""Parts of the load harness (``tests/bench``) that decide what a multi-core run measures: the
-scaling layout, the load generator's threads, the core-speed reading and the scaling table."""
+"""Parts of the load harness (``tests/bench``) that decide what a run measures: the scaling
+layout, the load generator's threads, the core-speed reading and the scaling table of a
+multi-core run; the configurations, counting and table of ``--instructions``."""
 
 from __future__ import annotations
 
 import os
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.bench import core_speed, wrk
-from tests.bench.procs import Processes, ordered_cores, parse_cores
-from tests.bench.report import scaling_section
+from tests.bench import core_speed, instructions, wrk
+from tests.bench.instructions import variant_pipeline
+from tests.bench.procs import Processes, free_port, ordered_cores, parse_cores, wait_tcp
+from tests.bench.report import instructions_section, scaling_section
 from tests.bench.runner import scaling_layout
+from tests.bench.targets import BenchKey, Pipeline, gateway_config
 
 SIXTEEN = set(range(16))
 
@@ -76,3 +82,64 @@ def test_scaling_table_reads_each_row_against_the_pass_through() -> None:
     table = [line for line in lines if line.startswith("| ")]
     assert table[2] == ("| 1 | 0 | 1-15 | 32 | 1.00 (min 1.00) | 1,700 | 1.00 | 0.560 | 5% | 4,500 | 1.00 | 38% |")
     assert table[3] == "| 2 | 0,1 | 2-15 | 32 | n/a | 3,300 | 1.94 | 0.580 | n/a | n/a | n/a | 45% |"
+
+
+@pytest.mark.parametrize(("variant", "tracing", "metrics", "limits"), [
+    ("full", True, True, True), ("no-tracing", False, True, True), ("no-metrics", True, False, True),
+    ("no-limits", True, True, False), ("bare", False, False, False)])
+def test_each_instruction_variant_leaves_out_its_part_of_the_pipeline(
+        tmp_path: Path, variant: str, tracing: bool, metrics: bool, limits: bool) -> None:
+    full = Pipeline(limits_store="redis://127.0.0.1:1/0", otlp_endpoint="http://127.0.0.1:2/v1/traces")
+    written = gateway_config(tmp_path / "g.yaml", port=1, workers=1, upstream="http://127.0.0.1:3", store="x",
+                             key=BenchKey(key="k", sha256="0" * 64), pipeline=variant_pipeline(full, variant))
+    config = yaml.safe_load(written.read_text())
+    telemetry = config["telemetry"]
+    assert (telemetry["tracing"], telemetry["metrics"], "policy" in config) == (tracing, metrics, limits)
+    assert ("otlp_endpoint" in telemetry) == tracing
+    assert config["limits_store"] == (full.limits_store if limits else "memory")
+
+
+def test_the_instructions_table_reads_each_configuration_against_the_full_pipeline() -> None:
+    def configuration(label: str, left_out: str, count: float) -> dict[str, object]:
+        return {"label": label, "left_out": left_out, "modes": {"json": {
+            "instructions_per_request": count, "batches": [count, count * 1.01, count * 0.99], "requests": 150,
+            "concurrency": 8}}}
+
+    results = {"instructions": {"configurations": {
+        "passthrough": configuration("minimal pass-through", "", 800_000),
+        "full": configuration("gateway, full pipeline", "", 2_000_000),
+        "no-tracing": configuration("gateway without tracing", "tracing", 1_900_000)}}}
+    lines = instructions_section(results)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines if line.startswith("| ")}
+    assert rows["minimal pass-through"][1:4] == ["0.800", "0.792-0.808", "100%"]
+    assert rows["gateway, full pipeline"][3] == "40%" and rows["gateway, full pipeline"][5].strip(" |") == ""
+    assert rows["gateway without tracing"][3] == "42%"
+    assert rows["gateway without tracing"][5].strip(" |") == "5.0% (100 k)"
+
+
+@pytest.mark.skipif(instructions.available() is not None, reason="valgrind is not installed")
+def test_callgrind_counts_each_batch_of_requests_apart(tmp_path: Path) -> None:
+    """A real server under callgrind: once warm, batches of the same requests cost the same number
+    of instructions within a few percent, and twice the requests twice as many."""
+    port = free_port()
+    server = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)]
+    (tmp_path / "index.html").write_text("hello")
+    with Processes(tmp_path / "logs", tmp_path / "pids") as procs:
+        counter = instructions.Counter(procs, "http-server", server, work=tmp_path, cores=None)
+        try:
+            wait_tcp(counter.proc, port, timeout=120)
+            counter.start_counting()
+
+            def batch(count: int) -> int:
+                for _ in range(count):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=60) as reply:
+                        assert reply.read() == b"hello"
+                return counter.dump()
+
+            batch(10)  # warm-up: the first requests also load code
+            ten, again, twenty = batch(10), batch(10), batch(20)
+        finally:
+            counter.stop()
+    assert ten > 10 * 10_000, "a request of a Python HTTP server is well over 10,000 instructions"
+    assert abs(again - ten) / ten < 0.03
+    assert abs(twenty / 2 - ten) / ten < 0.03
