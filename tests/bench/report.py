@@ -383,8 +383,9 @@ def markdown(results: dict[str, Any], out: Path | None = None) -> str:
         f"saturation, {meta['options']['sweep_seconds']:g} s at the other points. Whole run: "
         f"{meta.get('wall_seconds', 0):g} s{quick}.",
         "", *_pipeline_line(meta.get("pipeline")),
-        "## Targets", "", *targets_table(results),
     ]
+    if results.get("profiles"):  # not in a --profile-only or --instructions run
+        lines += ["## Targets", "", *targets_table(results)]
     for profile, data in results.get("profiles", {}).items():
         lines += [f"## {PROFILE_TITLES[profile].capitalize()}", ""]
         for mode, cell in data.get("modes", {}).items():
@@ -414,7 +415,8 @@ def markdown(results: dict[str, Any], out: Path | None = None) -> str:
     prof = profile_section(results)
     if prof:
         lines += ["## Where the gateway spends its CPU (py-spy)", "", *prof]
-    lines += ["## Load generator", "", *generator_table(results)]
+    if results.get("profiles"):
+        lines += ["## Load generator", "", *generator_table(results)]
     if results.get("skipped"):
         lines += ["## Skipped", "", *[f"- {s['what']}: {s['why'].splitlines()[0]}" for s in results["skipped"]], ""]
     return "\n".join(lines).rstrip()
