@@ -68,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--instructions", action="store_true",
                    help="only count instructions per request under valgrind's callgrind: the pass-through and the "
                         "gateway with and without each part of its pipeline (a figure the host's speed does not "
-                        "move; about 3 minutes a configuration per mode)")
+                        "move; about 5 minutes for both modes)")
     p.add_argument("--scale", type=_ints, default=None,
                    help="worker counts for the scaling check, comma-separated (default 1,2; --quick: none)")
     p.add_argument("--scale-cores", default=None,

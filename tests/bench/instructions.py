@@ -69,7 +69,8 @@ def available() -> str | None:
 
 
 class Counter:
-    """One server process under callgrind; ``batch`` sends requests and returns what they cost."""
+    """One server process under callgrind, counting once ``start_counting`` is called; ``dump``
+    returns the instructions counted since the last dump."""
 
     def __init__(self, procs: Processes, name: str, argv: list[str], *, work: Path, cores: str | None,
                  env: dict[str, str] | None = None, cwd: Path = REPO) -> None:

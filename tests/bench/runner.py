@@ -197,7 +197,7 @@ class Bench:
         sim, upstream = start_simulator(self.procs, "sim-instructions", cores=self.aux)
         try:
             _log("instructions per request under callgrind: the pass-through and 5 gateway configurations, "
-                 "about 3 minutes each")
+                 "under a minute each per mode")
             self.results["instructions"] = instructions.measure(
                 self.procs, work=self.work, upstream=upstream, key=self.key, pipeline=self.pipeline,
                 modes=self.o.modes, cores=self.sut)
