@@ -8,12 +8,13 @@ a percent, so a change of 1% shows, and so does what each part of the pipeline c
 time (a system call or a cache miss is a handful of instructions), so it complements the CPU
 figures rather than replacing them.
 
-Each configuration is one server process under callgrind, counting only once it has started
-(``--instr-atstart=no``, switched on with ``callgrind_control``): a warm-up batch, then
-``reps`` batches of ``requests`` each, the counters dumped after every batch, so start-up and
-warm-up are never counted. Configurations: the minimal pass-through, the gateway with the full
-pipeline, and the gateway with one part of it left out at a time (tracing, metrics, limits in
-Redis) and with all three left out; the difference to the full pipeline is what that part costs.
+Each configuration is one server process (started as the other rows start it) under callgrind,
+counting only once it has started (``--instr-atstart=no``, switched on with
+``callgrind_control``): a warm-up batch, then ``reps`` batches of ``requests`` each, the counters
+dumped after every batch, so start-up and warm-up are never counted. Configurations: the minimal
+pass-through, the gateway with the full pipeline, and the gateway with one part of it left out
+at a time (tracing, metrics, limits in Redis) and with all three left out; the difference to the
+full pipeline is what that part costs.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tests.bench.procs import Processes, free_port, wait_http, wait_tcp
-from tests.bench.targets import REPO, BenchKey, Pipeline, gateway_config, python, responses_bodies
+from tests.bench.procs import Proc, Processes
+from tests.bench.targets import BenchKey, Pipeline, responses_bodies, start_gateway, start_passthrough
 
 _TOTALS = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
 
@@ -68,16 +69,19 @@ def available() -> str | None:
     return f"{', '.join(missing)} not installed (Debian: apt-get install valgrind)" if missing else None
 
 
-class Counter:
-    """One server process under callgrind, counting once ``start_counting`` is called; ``dump``
-    returns the instructions counted since the last dump."""
+def callgrind(out: Path) -> list[str]:
+    """The launcher that runs a server under callgrind, not counting until ``Counter`` says so,
+    its counts dumped to ``out.<n>``."""
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no", f"--callgrind-out-file={out}"]
 
-    def __init__(self, procs: Processes, name: str, argv: list[str], *, work: Path, cores: str | None,
-                 env: dict[str, str] | None = None, cwd: Path = REPO) -> None:
-        self.out = work / f"callgrind-{name}.out"
-        self.procs = procs
-        self.proc = procs.start(name, ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no",
-                                       f"--callgrind-out-file={self.out}", *argv], cores=cores, cwd=cwd, env=env)
+
+class Counter:
+    """A server started under ``callgrind(out)``: counting once ``start_counting`` is called;
+    ``dump`` returns the instructions counted since the last dump."""
+
+    def __init__(self, proc: Proc, out: Path) -> None:
+        self.proc = proc
+        self.out = out
         self._dumps = 0
 
     def _control(self, *args: str) -> None:
@@ -101,9 +105,6 @@ class Counter:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"callgrind wrote no counts to {path}")
             time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.procs.stop(self.proc, timeout=60)
 
 
 def _send(url: str, body: bytes, headers: dict[str, str], count: int, concurrency: int) -> None:
@@ -140,28 +141,22 @@ def measure(procs: Processes, *, work: Path, upstream: str, key: BenchKey, pipel
     configurations += [(v.key, v.label, v.left_out) for v in VARIANTS]
     results: dict[str, Any] = {"configurations": {}}
     for name, label, left_out in configurations:
-        port = free_port()
+        out = work / f"callgrind-{name}.out"
         if name == "passthrough":
-            argv = [python(), "-m", "uvicorn", "tests.bench.passthrough:app", "--host", "127.0.0.1", "--port",
-                    str(port), "--no-access-log", "--log-level", "warning"]
-            counter = Counter(procs, f"callgrind-{name}", argv, work=work, cores=cores,
-                              env={"PASSTHROUGH_UPSTREAM": upstream + "/v1/responses"})
-            wait_tcp(counter.proc, port, timeout=600)
+            proc, base = start_passthrough(procs, upstream, cores=cores, name=f"callgrind-{name}",
+                                           launcher=callgrind(out), startup_timeout=600)
             sent: dict[str, str] = {}
         else:
-            config = gateway_config(work / f"callgrind-{name}.yaml", port=port, workers=1, upstream=upstream,
-                                    store="sqlite://:memory:", key=key, pipeline=variant_pipeline(pipeline, name))
-            argv = [python(), "-m", "proxy.cli", "serve", "--config", str(config), "--workers", "1",
-                    "--log-level", "warning"]
-            counter = Counter(procs, f"callgrind-{name}", argv, work=work, cores=cores)
-            wait_http(counter.proc, f"http://127.0.0.1:{port}/healthz", timeout=600)
+            proc, base = start_gateway(procs, f"callgrind-{name}", work=work, upstream=upstream,
+                                       store="sqlite://:memory:", key=key, pipeline=variant_pipeline(pipeline, name),
+                                       workers=1, cores=cores, launcher=callgrind(out), startup_timeout=600)
             sent = headers
+        counter = Counter(proc, out)
         try:
             counter.start_counting()
-            url = f"http://127.0.0.1:{port}/v1/responses"
             results["configurations"][name] = {"label": label, "left_out": left_out, "modes": {
-                mode: _per_request(counter, url, bodies[mode], sent, warmup=warmup, requests=requests, reps=reps,
-                                   concurrency=concurrency) for mode in modes}}
+                mode: _per_request(counter, base + "/v1/responses", bodies[mode], sent, warmup=warmup,
+                                   requests=requests, reps=reps, concurrency=concurrency) for mode in modes}}
         finally:
-            counter.stop()
+            procs.stop(proc, timeout=60)
     return results

@@ -15,6 +15,7 @@ import json
 import secrets
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,13 +101,15 @@ def start_simulator(procs: Processes, name: str, *, cores: str | None, latency_m
 
 
 def start_passthrough(procs: Processes, upstream: str, *, cores: str | None, workers: int = 1,
-                      name: str = "passthrough") -> tuple[Proc, str]:
+                      name: str = "passthrough", launcher: Sequence[str] = (),
+                      startup_timeout: float = 30.0) -> tuple[Proc, str]:
+    """``launcher``: a command the server runs under (``tests.bench.instructions``: callgrind)."""
     port = free_port()
-    argv = [python(), "-m", "uvicorn", "tests.bench.passthrough:app", "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log", "--log-level", "warning", "--workers", str(workers)]
+    argv = [*launcher, python(), "-m", "uvicorn", "tests.bench.passthrough:app", "--host", "127.0.0.1", "--port",
+            str(port), "--no-access-log", "--log-level", "warning", "--workers", str(workers)]
     proc = procs.start(name, argv, cores=cores, cwd=REPO,
                        env={"PASSTHROUGH_UPSTREAM": upstream + "/v1/responses"})
-    wait_tcp(proc, port)
+    wait_tcp(proc, port, timeout=startup_timeout)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -204,13 +207,15 @@ def gateway_config(path: Path, *, port: int, workers: int, upstream: str, store:
 
 
 def start_gateway(procs: Processes, name: str, *, work: Path, upstream: str, store: str, key: BenchKey,
-                  pipeline: Pipeline, workers: int, cores: str | None) -> tuple[Proc, str]:
+                  pipeline: Pipeline, workers: int, cores: str | None, launcher: Sequence[str] = (),
+                  startup_timeout: float = 60.0) -> tuple[Proc, str]:
+    """``launcher``: as for ``start_passthrough``."""
     port = free_port()
     config = gateway_config(work / f"{name}.yaml", port=port, workers=workers, upstream=upstream, store=store,
                             key=key, pipeline=pipeline)
-    argv = [python(), "-m", "proxy.cli", "serve", "--config", str(config), "--workers", str(workers),
+    argv = [*launcher, python(), "-m", "proxy.cli", "serve", "--config", str(config), "--workers", str(workers),
             "--log-level", "warning"]
     proc = procs.start(name, argv, cores=cores, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
-    wait_http(proc, base + "/healthz")
+    wait_http(proc, base + "/healthz", timeout=startup_timeout)
     return proc, base

@@ -125,7 +125,8 @@ def test_callgrind_counts_each_batch_of_requests_apart(tmp_path: Path) -> None:
     server = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)]
     (tmp_path / "index.html").write_text("hello")
     with Processes(tmp_path / "logs", tmp_path / "pids") as procs:
-        counter = instructions.Counter(procs, "http-server", server, work=tmp_path, cores=None)
+        out = tmp_path / "callgrind.out"
+        counter = instructions.Counter(procs.start("http-server", [*instructions.callgrind(out), *server]), out)
         try:
             wait_tcp(counter.proc, port, timeout=120)
             counter.start_counting()
@@ -139,7 +140,7 @@ def test_callgrind_counts_each_batch_of_requests_apart(tmp_path: Path) -> None:
             batch(10)  # warm-up: the first requests also load code
             ten, again, twenty = batch(10), batch(10), batch(20)
         finally:
-            counter.stop()
+            procs.stop(counter.proc, timeout=60)
     assert ten > 10 * 10_000, "a request of a Python HTTP server is well over 10,000 instructions"
     assert abs(again - ten) / ten < 0.03
     assert abs(twenty / 2 - ten) / ten < 0.03
