@@ -26,41 +26,21 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tests.bench.procs import Proc, Processes
-from tests.bench.targets import BenchKey, Pipeline, responses_bodies, start_gateway, start_passthrough
-
-_TOTALS = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Variant:
-    key: str
-    label: str
-    left_out: str
-    """What this configuration leaves out of the full pipeline ("" for the full one)."""
-
-
-VARIANTS = (
-    Variant("full", "gateway, full pipeline", ""),
-    Variant("no-tracing", "gateway without tracing", "tracing (1% sampled, OTLP export)"),
-    Variant("no-metrics", "gateway without metrics", "Prometheus metrics"),
-    Variant("no-limits", "gateway, limits and usage records in memory, no limits set",
-            "rate limits, budgets and usage records in Redis"),
-    Variant("bare", "gateway without all three", "all three"),
+from tests.bench.targets import (
+    VARIANTS,
+    BenchKey,
+    Pipeline,
+    responses_bodies,
+    start_gateway,
+    start_passthrough,
+    variant_pipeline,
 )
 
-
-def variant_pipeline(pipeline: Pipeline, variant: str) -> Pipeline:
-    """``pipeline`` with the part ``variant`` leaves out turned off."""
-    tracing = variant not in ("no-tracing", "bare")
-    metrics = variant not in ("no-metrics", "bare")
-    limits = variant not in ("no-limits", "bare")
-    return replace(pipeline, tracing=tracing, metrics=metrics,
-                   limits_store=pipeline.limits_store if limits else "memory", limits=limits)
+_TOTALS = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
 
 
 def available() -> str | None:

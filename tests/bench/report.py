@@ -286,6 +286,35 @@ def instructions_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def parts_section(results: dict[str, Any]) -> list[str]:
+    """``--parts``: per mode, each configuration's CPU per request against the pass-through's
+    (both loaded at once), and what the part it leaves out costs of the full pipeline's CPU."""
+    parts = results.get("parts", {})
+    configurations: dict[str, Any] = parts.get("configurations", {})
+    modes = dict.fromkeys(mode for data in configurations.values() for mode in data["modes"])
+    lines: list[str] = []
+    for mode in modes:
+        full = configurations.get("full", {}).get("modes", {}).get(mode, {}).get("cpu_ratio")
+        rows = []
+        for data in configurations.values():
+            paired = data["modes"].get(mode, {})
+            ratio = paired.get("cpu_ratio")
+            if not ratio:
+                continue
+            shares = sorted(1 / r for r in paired["cpu_ratios"])
+            cost = f"{1 - ratio / full:.1%}" if full and data["left_out"] else ""
+            rows.append([data["label"], f"{ratio:.2f}x", f"{1 / ratio:.0%}", f"{shares[0]:.0%}-{shares[-1]:.0%}",
+                         data["left_out"], cost])
+        rounds = f"{parts['rounds']} round{'s' if parts['rounds'] > 1 else ''}"
+        lines += [f"### {MODE_TITLES[mode]}", "",
+                  f"Each configuration loaded at once with the pass-through on the same core, "
+                  f"{parts['connections']} connections each, {rounds} of {parts['seconds']:g} s; the median round.",
+                  "", *_table(
+                      ["configuration", "CPU per request, x the pass-through's", "pass-through / this", "rounds",
+                       "left out", "what that part costs (of the full pipeline's CPU)"], rows)]
+    return lines
+
+
 def streams_section(results: dict[str, Any]) -> list[str]:
     held = results.get("streams")
     if not held:
@@ -384,7 +413,7 @@ def markdown(results: dict[str, Any], out: Path | None = None) -> str:
         f"{meta.get('wall_seconds', 0):g} s{quick}.",
         "", *_pipeline_line(meta.get("pipeline")),
     ]
-    if results.get("profiles"):  # not in a --profile-only or --instructions run
+    if results.get("profiles"):  # not in a --profile-only, --instructions or --parts run
         lines += ["## Targets", "", *targets_table(results)]
     for profile, data in results.get("profiles", {}).items():
         lines += [f"## {PROFILE_TITLES[profile].capitalize()}", ""]
@@ -409,6 +438,9 @@ def markdown(results: dict[str, Any], out: Path | None = None) -> str:
     lite = litellm_section(results)
     if lite:
         lines += ["## LiteLLM proxy", "", *lite]
+    timed = parts_section(results)
+    if timed:
+        lines += ["## CPU time part by part (paired with the pass-through)", "", *timed]
     counted = instructions_section(results)
     if counted:
         lines += ["## Instructions per request (callgrind)", "", *counted]

@@ -29,6 +29,7 @@ from tests.bench.measure import Meter
 from tests.bench.procs import Proc, Processes, ordered_cores, parse_cores
 from tests.bench.targets import (
     REPO,
+    VARIANTS,
     BenchKey,
     Pipeline,
     Target,
@@ -39,6 +40,7 @@ from tests.bench.targets import (
     start_passthrough,
     start_redis,
     start_simulator,
+    variant_pipeline,
 )
 from tests.bench.wrk import find_wrk
 
@@ -68,6 +70,8 @@ class Options:
     profile_only: bool = False
     instructions: bool = False
     """Only count instructions per request under callgrind (``tests.bench.instructions``)."""
+    parts: bool = False
+    """Only load each gateway configuration beside the pass-through (``Bench._parts``)."""
     scale: list[int] = field(default_factory=lambda: [1, 2])
     scale_cores: str | None = None
     """The cores the scaling check's workers take, in order (a taskset list); None: from 0 up."""
@@ -128,11 +132,13 @@ class Bench:
         self._start_pipeline()
         if self.o.with_litellm:
             self._install_litellm()
-        if self.o.profile_only or self.o.instructions:
+        if self.o.profile_only or self.o.instructions or self.o.parts:
             if self.o.profile_only:
                 self._profile_only()
-            else:
+            elif self.o.instructions:
                 self._instructions()
+            else:
+                self._parts()
             self._finish(started)
             return self.results
         for profile in self.o.profiles:
@@ -202,6 +208,47 @@ class Bench:
                 self.procs, work=self.work, upstream=upstream, key=self.key, pipeline=self.pipeline,
                 modes=self.o.modes, cores=self.sut)
         finally:
+            self.procs.stop(sim)
+
+    def _parts(self) -> None:
+        """``--parts``: each gateway configuration of ``VARIANTS`` loaded beside the pass-through
+        (``Meter.paired``): its CPU per request against the pass-through's, so what each part of
+        the pipeline costs in CPU time, where ``--instructions`` counts it in instructions."""
+        sim, upstream = start_simulator(self.procs, "sim-parts", cores=self.aux)
+        passthrough, pt_base = start_passthrough(self.procs, upstream, cores=self.sut)
+        base = Target("passthrough", "minimal pass-through", pt_base + "/v1/responses", passthrough,
+                      bodies=responses_bodies("sim-1", store=False))
+        configurations: dict[str, Any] = {}
+        self.results["parts"] = {"rounds": self.o.paired_rounds, "seconds": self.o.paired_seconds,
+                                 "connections": self.o.connections, "configurations": configurations}
+        _log(f"parts: {len(VARIANTS)} gateway configurations, each loaded beside the pass-through, "
+             f"{self.o.paired_rounds} rounds of {self.o.paired_seconds:g} s per mode")
+        try:
+            for variant in VARIANTS:
+                gateway, gw_base = start_gateway(self.procs, f"parts-{variant.key}", work=self.work, upstream=upstream,
+                                                 store="sqlite://:memory:", key=self.key,
+                                                 pipeline=variant_pipeline(self.pipeline, variant.key),
+                                                 workers=self.o.workers, cores=self.sut)
+                target = Target(variant.key, variant.label, gw_base + "/v1/responses", gateway,
+                                headers={"Authorization": f"Bearer {self.key.key}"},
+                                bodies=responses_bodies("sim", store=False))
+                modes: dict[str, Any] = {}
+                configurations[variant.key] = {"label": variant.label, "left_out": variant.left_out, "modes": modes}
+                try:
+                    for mode in self.o.modes:
+                        if not self.meter.probe(target, mode)["ok"]:
+                            self._skip(f"parts {variant.key} {mode}", "the gateway does not answer correctly")
+                            continue
+                        for warmed in (base, target):  # imports, pools and caches, before anything counts
+                            self.meter.saturation(warmed, mode, seconds=self.o.warmup_seconds or 1,
+                                                  connections=self.o.connections, watch=[sim], warmup=0, retry=False)
+                        _log(f"  {variant.key}/{mode}: loaded beside the pass-through")
+                        modes[mode] = self.meter.paired(base, target, mode, seconds=self.o.paired_seconds,
+                                                        connections=self.o.connections, rounds=self.o.paired_rounds)
+                finally:
+                    self.procs.stop(gateway)
+        finally:
+            self.procs.stop(passthrough)
             self.procs.stop(sim)
 
     def _skip(self, what: str, why: str) -> None:

@@ -16,7 +16,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -164,6 +164,37 @@ class Pipeline:
     metrics: bool = True
     limits: bool = True
     """Rate limits and budgets on the bench key and team; False: none set (usage still recorded)."""
+
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A gateway configuration the part-by-part measurements (``--instructions``, ``--parts``) run:
+    the full pipeline, or it with one part or all three left out."""
+
+    key: str
+    label: str
+    left_out: str
+    """What this configuration leaves out of the full pipeline ("" for the full one)."""
+
+
+VARIANTS = (
+    Variant("full", "gateway, full pipeline", ""),
+    Variant("no-tracing", "gateway without tracing", "tracing (1% sampled, OTLP export)"),
+    Variant("no-metrics", "gateway without metrics", "Prometheus metrics"),
+    Variant("no-limits", "gateway, limits and usage records in memory, no limits set",
+            "rate limits, budgets and usage records in Redis"),
+    Variant("bare", "gateway without all three", "all three"),
+)
+
+
+def variant_pipeline(pipeline: Pipeline, variant: str) -> Pipeline:
+    """``pipeline`` with the part ``variant`` leaves out turned off."""
+    tracing = variant not in ("no-tracing", "bare")
+    metrics = variant not in ("no-metrics", "bare")
+    limits = variant not in ("no-limits", "bare")
+    return replace(pipeline, tracing=tracing, metrics=metrics,
+                   limits_store=pipeline.limits_store if limits else "memory", limits=limits)
 
 
 # High enough never to refuse a bench request, so every request pays for the checks and the

@@ -1,6 +1,6 @@
 """Parts of the load harness (``tests/bench``) that decide what a run measures: the scaling
 layout, the load generator's threads, the core-speed reading and the scaling table of a
-multi-core run; the configurations, counting and table of ``--instructions``."""
+multi-core run; the configurations, counting and table of ``--instructions``, the table of ``--parts``."""
 
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ import pytest
 import yaml
 
 from tests.bench import core_speed, instructions, wrk
-from tests.bench.instructions import variant_pipeline
 from tests.bench.procs import Processes, free_port, ordered_cores, parse_cores, wait_tcp
-from tests.bench.report import instructions_section, scaling_section
+from tests.bench.report import instructions_section, parts_section, scaling_section
 from tests.bench.runner import scaling_layout
-from tests.bench.targets import BenchKey, Pipeline, gateway_config
+from tests.bench.targets import BenchKey, Pipeline, gateway_config, variant_pipeline
 
 SIXTEEN = set(range(16))
 
@@ -115,6 +114,23 @@ def test_the_instructions_table_reads_each_configuration_against_the_full_pipeli
     assert rows["gateway, full pipeline"][3] == "40%" and rows["gateway, full pipeline"][5].strip(" |") == ""
     assert rows["gateway without tracing"][3] == "42%"
     assert rows["gateway without tracing"][5].strip(" |") == "5.0% (100 k)"
+
+
+def test_the_parts_table_reads_each_configuration_against_the_pass_through_and_the_full_pipeline() -> None:
+    def configuration(label: str, left_out: str, ratios: list[float]) -> dict[str, object]:
+        return {"label": label, "left_out": left_out,
+                "modes": {"json": {"cpu_ratios": sorted(ratios), "cpu_ratio": sorted(ratios)[len(ratios) // 2]}}}
+
+    results = {"parts": {"rounds": 3, "seconds": 3.0, "connections": 32, "configurations": {
+        "full": configuration("gateway, full pipeline", "", [2.0, 2.1, 1.9]),
+        "no-limits": configuration("gateway, limits in memory", "limits", [1.6, 1.5, 1.7])}}}
+    lines = parts_section(results)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines if line.startswith("| ")}
+    assert rows["gateway, full pipeline"][1:4] == ["2.00x", "50%", "48%-53%"]
+    assert rows["gateway, full pipeline"][5].strip(" |") == ""
+    assert rows["gateway, limits in memory"][1:4] == ["1.60x", "62%", "59%-67%"]
+    assert rows["gateway, limits in memory"][5].strip(" |") == "20.0%"
+    assert any("3 rounds of 3 s" in line for line in lines)
 
 
 @pytest.mark.skipif(instructions.available() is not None, reason="valgrind is not installed")
