@@ -400,17 +400,20 @@ def markdown(results: dict[str, Any], out: Path | None = None) -> str:
               else "Commit unknown (not run from a git checkout)")
     threads = meta["generator"].get("saturation_threads", 1)
     quick = " (--quick: short runs, noisy figures)" if meta["options"]["quick"] else ""
+    whole_run = f"Whole run: {meta.get('wall_seconds', 0):g} s{quick}."
+    load = (f"Saturation: {meta['generator']['saturation']}, closed loop, "
+            f"{threads} thread{'s' if threads > 1 else ''}, {meta['options']['connections']} connections "
+            f"({meta['options']['latency_connections']} with upstream "
+            f"latency), {meta['options']['sat_seconds']:g} s after a warm-up. Fixed rates: "
+            f"{meta['generator']['fixed_rate']}, {meta['options']['fixed_seconds']:g} s at half of the gateway's "
+            f"saturation, {meta['options']['sweep_seconds']:g} s at the other points. {whole_run}")
     lines = [
         f"# interlock benchmark, {meta['date']}", "",
         f"Machine: {host['cpus']} CPUs ({host['cpu_model']}), {host['memory_gb']} GB, Linux {host['kernel']}, "
         f"Python {host['python']}. {commit}. "
         f"Layout: {layout_text}. Gateway workers: {meta['options']['workers']}.", "",
-        f"Saturation: {meta['generator']['saturation']}, closed loop, {threads} thread{'s' if threads > 1 else ''}, "
-        f"{meta['options']['connections']} connections ({meta['options']['latency_connections']} with upstream "
-        f"latency), {meta['options']['sat_seconds']:g} s after a warm-up. Fixed rates: "
-        f"{meta['generator']['fixed_rate']}, {meta['options']['fixed_seconds']:g} s at half of the gateway's "
-        f"saturation, {meta['options']['sweep_seconds']:g} s at the other points. Whole run: "
-        f"{meta.get('wall_seconds', 0):g} s{quick}.",
+        # A --profile-only, --instructions or --parts run has no saturation or fixed-rate runs.
+        load if results.get("profiles") else whole_run,
         "", *_pipeline_line(meta.get("pipeline")),
     ]
     if results.get("profiles"):  # not in a --profile-only, --instructions or --parts run
