@@ -1,19 +1,24 @@
 """Server spans: a trace the sampler drops is decided without the SDK, and every decision is
 the one the provider's own sampler takes on the same trace id, so ``sample_ratio`` means what
-it says and a client's sampling decision is followed."""
+it says and a client's sampling decision is followed; what an upstream call carries of the
+span's context."""
 
 from __future__ import annotations
 
 import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from proxy.telemetry import TelemetryConfig
 from proxy.telemetry.server_spans import ServerSpans
-from proxy.telemetry.tracing import new_provider
+from proxy.telemetry.state import SWITCHES
+from proxy.telemetry.tracing import new_provider, with_trace_context
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
@@ -97,3 +102,28 @@ def test_a_malformed_traceparent_starts_a_new_trace_at_the_ratio() -> None:
     assert isinstance(spans.server, ServerSpans)
     span = spans.start([(b"traceparent", b"00-not-a-trace-01")])
     assert spans.recording == [True] and f"{span.get_span_context().trace_id:032x}" != CLIENT_TRACE
+
+
+@pytest.mark.parametrize("client", [
+    [], [(b"traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00".encode()), (b"tracestate", b"vendor=abc,other=1")],
+    [(b"traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01".encode()), (b"tracestate", b"vendor=abc")]],
+    ids=["new trace", "client's unsampled trace with tracestate", "client's sampled trace with tracestate"])
+@pytest.mark.parametrize("ratio", [0.0, 1.0])
+def test_an_upstream_call_carries_what_the_w3c_propagator_writes(
+        client: list[tuple[bytes, bytes]], ratio: float) -> None:
+    """``with_trace_context`` writes ``traceparent`` (and ``tracestate``) itself; byte for byte
+    what OpenTelemetry's W3C propagator injects for the same current span."""
+    spans = Spans(ratio)
+    SWITCHES.tracer = spans.provider.get_tracer("test")
+    span = spans.server.start("POST /v1/responses", client, dict)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        expected = {"authorization": "Bearer x"}
+        TraceContextTextMapPropagator().inject(expected)
+        sent = with_trace_context({"authorization": "Bearer x"})
+    finally:
+        otel_context.detach(token)
+        SWITCHES.tracer = None
+        span.end()
+    assert sent == expected and "traceparent" in sent
+    assert ("tracestate" in sent) == bool(client)
