@@ -17,6 +17,8 @@ before its body was read has the same time, from its reply, for the rest of the 
 (uvicorn drops it); then the connection is closed. A head that arrives
 in one chunk costs no timer, and once it is complete the protocol adds one attribute check per
 chunk of body.
+
+``server_options`` gives uvicorn this protocol with the rest of the gateway's server options.
 """
 
 from __future__ import annotations
@@ -46,6 +48,16 @@ log = logging.getLogger("interlock.http")
 _LINGER_S = 2.0
 """How long a refused client may go on sending (read and dropped) before its connection is
 closed: closing with its bytes unread would send a reset, which can destroy the refusal unread."""
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the gateway, the same for ``interlock serve`` and the tests'
+    in-process server: the guarded protocol; no access log (the gateway logs its own); no
+    proxy-headers layer (nothing reads the client's address, and the layer cost each request
+    about 1% of a worker's CPU); no ``server`` header (it names the software and its checks cost
+    every reply); WebSocket messages up to the body limit."""
+    return {"http": header_guarded_http(settings), "access_log": False, "proxy_headers": False,
+            "server_header": False, "ws_max_size": settings.max_body_bytes}
 
 
 def header_guarded_http(settings: Settings) -> type[asyncio.Protocol]:

@@ -17,7 +17,7 @@ from litestar import Litestar
 from proxy.app import create_app
 from proxy.auth import hash_key
 from proxy.gateway import Gateway
-from proxy.header_guard import header_guarded_http
+from proxy.header_guard import server_options
 from proxy.settings import Settings
 
 TEAM_A_KEY = "sk-test-team-a"
@@ -70,8 +70,8 @@ def serve(settings: Settings) -> Iterator[RunningGateway]:
     port = sock.getsockname()[1]
     # No log configuration of uvicorn's own: its loggers go through the root logger, as under
     # ``interlock serve``, where pytest and the leak scan (tests/security/leak_scan.py) see them.
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5,
-                            http=header_guarded_http(settings))
+    config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=5,
+                            **server_options(settings))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

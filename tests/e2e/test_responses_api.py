@@ -172,6 +172,13 @@ def test_health(api: Api) -> None:
     assert api.http.get("/readyz").json() == {"status": "ready"}
 
 
+def test_replies_do_not_name_the_server_software(api: Api) -> None:
+    reply = api.http.post("/v1/responses", json={"model": "sim", "input": "who serves this?"})
+    assert reply.status_code == 200 and "date" in reply.headers
+    assert "server" not in reply.headers
+    assert "server" not in api.http.get("/v1/models/nope").headers
+
+
 def test_background_response_is_polled_to_completion(api: Api) -> None:
     import time
 
