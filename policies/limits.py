@@ -272,14 +272,17 @@ def spare_requests(plan: Plan, statuses: list[LimitStatus]) -> int:
     """How many more requests like this one fit in every limit, above ``OVERLAP_MARGIN`` of it
     (statuses in the order ``_evaluate`` gives: buckets, then budgets); 0 when any is refused or
     a budget is within the margin (its next cost is unknown)."""
-    spare = math.inf
-    for index, status in enumerate(statuses):
-        room = status.remaining - OVERLAP_MARGIN * status.limit
-        if not status.ok or room < 0:
+    # Run on every admission: plain loops and locals, no call per limit.
+    for status in statuses:
+        if not status.ok or status.remaining < OVERLAP_MARGIN * status.limit:
             return 0
-        if index < len(plan.buckets):
-            spare = min(spare, room // max(cost_of(plan.buckets[index], plan), 1))
-    return int(min(spare, _SPARE_MAX))
+    spare = float(_SPARE_MAX)
+    reserved = max(plan.reserved, 1)
+    for bucket, status in zip(plan.buckets, statuses, strict=False):  # the buckets' statuses come first
+        room = (status.remaining - OVERLAP_MARGIN * status.limit) // (reserved if bucket.tokens else 1)
+        if room < spare:
+            spare = room
+    return int(spare)
 
 
 def bucket_level(level: float | None, since: float | None, capacity: int, now: float) -> float:

@@ -140,6 +140,8 @@ class _Calls(Struct, frozen=True, kw_only=True):
     """The plan's parts these were made from: a policy reload or a new day makes new ones."""
     admit_keys: tuple[bytes, ...]
     admit_plan: bytes
+    limits: tuple[tuple[str, float], ...]
+    """Label and limit of each status the admission replies with, in its order."""
     settle_keys: tuple[bytes, ...]
     settle_plan: bytes
 
@@ -182,10 +184,8 @@ class RedisLimits(Limits):
             self._reach.failed("limits check", exc)
             return None
         self._reach.succeeded()
-        limits = [(bucket.label, float(bucket.capacity)) for bucket in plan.buckets]
-        limits += [(budget.label, budget.limit) for budget in plan.budgets]
-        parts = reply.decode().split(";")
-        return [_status(label, limit, part) for (label, limit), part in zip(limits, parts, strict=True)]
+        parts = reply.split(b";")
+        return [_status(label, limit, part) for (label, limit), part in zip(calls.limits, parts, strict=True)]
 
     async def _account(self, plan: Plan, tokens: int, record: UsageRecord) -> None:
         calls = self._calls_of(plan)
@@ -225,6 +225,8 @@ class RedisLimits(Limits):
         calls = _Calls(buckets=plan.buckets, budgets=plan.budgets, spend=plan.spend,
                        admit_keys=tuple(self._key(plan.team, name).encode() for name in admit_keys),
                        admit_plan=f"{bucket_plan}|{budget_plan}".encode(),
+                       limits=(*((bucket.label, float(bucket.capacity)) for bucket in plan.buckets),
+                               *((budget.label, budget.limit) for budget in plan.budgets)),
                        settle_keys=tuple(self._key(plan.team, name).encode() for name in settle_keys),
                        settle_plan=f"{cap_plan}|{expiry_plan}".encode())
         self._calls[(plan.team, plan.key, plan.alias)] = calls
@@ -265,7 +267,7 @@ class RedisLimits(Limits):
         return team_key(self._prefix, team, name)
 
 
-def _status(label: str, limit: float, reply: str) -> LimitStatus:
-    ok, remaining, retry_after = reply.split("|")
-    return LimitStatus(label=label, limit=limit, remaining=float(remaining), ok=ok == "1",
+def _status(label: str, limit: float, reply: bytes) -> LimitStatus:
+    ok, remaining, retry_after = reply.split(b"|")
+    return LimitStatus(label=label, limit=limit, remaining=float(remaining), ok=ok == b"1",
                        retry_after=float(retry_after) if retry_after else None)

@@ -82,19 +82,26 @@ def route_headers(turn: Turn) -> dict[str, str]:
     reservation = turn.ticket.reservation  # confirmed: the route asks once the turn is open
     if reservation is None:
         return headers
-    tightest: dict[str, LimitStatus] = {}
-    for status in reservation.statuses:
-        unit = _RATE_UNITS.get(status.label[-4:])
-        if unit is not None and (unit not in tightest or status.remaining < tightest[unit].remaining):
-            tightest[unit] = status
-    for unit, status in tightest.items():
-        headers[f"x-ratelimit-limit-{unit}"] = str(int(status.limit))
-        headers[f"x-ratelimit-remaining-{unit}"] = str(max(int(status.remaining), 0))
+    requests: LimitStatus | None = None
+    tokens: LimitStatus | None = None
+    # The buckets' statuses come first (budgets have no header; a degraded admission has none);
+    # rpm buckets count requests, tpm buckets tokens. Every reply runs this: one pass, no lookups.
+    for bucket, status in zip(reservation.plan.buckets, reservation.statuses, strict=False):
+        if bucket.tokens:
+            if tokens is None or status.remaining < tokens.remaining:
+                tokens = status
+        elif requests is None or status.remaining < requests.remaining:
+            requests = status
+    for (limit_name, remaining_name), tightest in zip(_RATE_HEADERS, (requests, tokens), strict=True):
+        if tightest is not None:
+            headers[limit_name] = str(int(tightest.limit))
+            headers[remaining_name] = str(max(int(tightest.remaining), 0))
     return headers
 
 
-_RATE_UNITS = {" rpm": "requests", " tpm": "tokens"}
-"""The ``x-ratelimit-*`` unit of a limit, by the end of its label (budgets have none)."""
+_RATE_HEADERS = (("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests"),
+                 ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens"))
+"""The ``x-ratelimit-*`` headers of the tightest requests limit, then of the tightest tokens limit."""
 
 
 @get("/v1/responses/{response_id:str}")

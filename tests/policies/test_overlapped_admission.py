@@ -11,7 +11,8 @@ import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import msgspec
@@ -21,11 +22,13 @@ import redis
 from policies.backend import connect
 from policies.circuit import CircuitBoard
 from policies.gate import Gate
-from policies.limits import LimitStatus, MemoryLimits, Plan, plan_limits, spare_requests
+from policies.limits import LimitStatus, MemoryLimits, Plan, Reservation, plan_limits, spare_requests
 from policies.limits_redis import RedisLimits
 from proxy.auth import Principal
 from proxy.decoding import ResponseRequest, decode_create_request
+from proxy.engine import Turn
 from proxy.errors import RateLimited
+from proxy.routes.responses import route_headers
 from proxy.settings import Settings
 from tests.gateway_server import TEAM_A_KEY, RunningGateway, gateway_settings, serve
 from tests.policies.conftest import REDIS_URL, policy, store_with
@@ -117,6 +120,31 @@ def test_spare_requests_keep_a_tenth_of_every_limit_back() -> None:
     assert spare_requests(plan, low_budget) == 0  # within the margin: the next cost is unknown
     refused = [_status("team rpm", 100, 0, ok=False), *statuses[1:]]
     assert spare_requests(plan, refused) == 0
+
+
+def test_spare_requests_are_bounded_by_the_tightest_bucket_and_the_reservation() -> None:
+    plan = _plan(key={"rpm": 1_000, "tpm": 100_000}, team={"rpm": 100, "tpm": 10_000})
+    statuses = [_status("key rpm", 1_000, 900), _status("key tpm", 100_000, 20_000),
+                _status("team rpm", 100, 90), _status("team tpm", 10_000, 9_000)]
+    # key rpm 800, key tpm (20000 - 10000) // 50 = 200, team rpm 80, team tpm 8000 // 50 = 160
+    assert spare_requests(plan, statuses) == 80
+    assert spare_requests(_plan(team={"rpm": 10**12}), [_status("team rpm", 10**12, 10**12)]) == 1_000_000
+
+
+def test_rate_limit_headers_report_the_tightest_requests_and_tokens_limit() -> None:
+    plan = _plan(key={"rpm": 1_000, "tpm": 100_000}, team={"rpm": 100, "tpm": 10_000, "daily_budget": 5.0})
+    statuses = (_status("key rpm", 1_000, 40), _status("key tpm", 100_000, 20_000),
+                _status("team rpm", 100, 60), _status("team tpm", 10_000, 9_000.7),
+                _status("team daily budget", 5.0, 0.5))
+    turn = SimpleNamespace(attempts=2, overhead_s=0.0012, candidate=None,
+                           ticket=SimpleNamespace(reservation=Reservation(plan=plan, statuses=statuses)))
+    headers = route_headers(cast(Turn, turn))
+    assert headers == {"x-interlock-attempts": "2", "x-interlock-overhead-ms": "1.200",
+                       "x-ratelimit-limit-requests": "1000", "x-ratelimit-remaining-requests": "40",
+                       "x-ratelimit-limit-tokens": "10000", "x-ratelimit-remaining-tokens": "9000"}
+    degraded = SimpleNamespace(attempts=1, overhead_s=0.0, candidate=None, ticket=SimpleNamespace(
+        reservation=Reservation(plan=plan, statuses=(), degraded=True)))
+    assert not any(name.startswith("x-ratelimit") for name in route_headers(cast(Turn, degraded)))
 
 
 # -- through the gateway -------------------------------------------------------------------------
