@@ -272,14 +272,13 @@ def spare_requests(plan: Plan, statuses: list[LimitStatus]) -> int:
     """How many more requests like this one fit in every limit, above ``OVERLAP_MARGIN`` of it
     (statuses in the order ``_evaluate`` gives: buckets, then budgets); 0 when any is refused or
     a budget is within the margin (its next cost is unknown)."""
-    # Run on every admission: plain loops and locals, no call per limit.
+    # Run on every admission: plain loops, no min() or index per limit.
     for status in statuses:
         if not status.ok or status.remaining < OVERLAP_MARGIN * status.limit:
             return 0
     spare = float(_SPARE_MAX)
-    reserved = max(plan.reserved, 1)
     for bucket, status in zip(plan.buckets, statuses, strict=False):  # the buckets' statuses come first
-        room = (status.remaining - OVERLAP_MARGIN * status.limit) // (reserved if bucket.tokens else 1)
+        room = (status.remaining - OVERLAP_MARGIN * status.limit) // max(cost_of(bucket, plan), 1)
         if room < spare:
             spare = room
     return int(spare)

@@ -100,6 +100,12 @@ class Options:
     """Seconds to wait, before each measurement, for other work on the machine to calm down."""
 
 
+def _passthrough_target(proc: Proc, base: str) -> Target:
+    """The minimal pass-through's ``/v1/responses``, asking the simulator's model directly."""
+    return Target("passthrough", "minimal pass-through", base + "/v1/responses", proc,
+                  bodies=responses_bodies("sim-1", store=False))
+
+
 def _log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -176,18 +182,14 @@ class Bench:
                                       workers=self.o.workers,
                                       cores=self.sut)
         try:
-            target = Target("gateway", "gateway, store false", base + "/v1/responses", gateway,
-                            headers={"Authorization": f"Bearer {self.key.key}"},
-                            bodies=responses_bodies("sim", store=False))
+            target = self._gateway_target("gateway", "gateway, store false", gateway, base)
             for mode in self.o.modes:
                 sampled_modes = [mode, "stream_long"] if mode == "stream" else [mode]
                 for sampled in sampled_modes:
                     if not self.meter.probe(target, sampled)["ok"]:
                         self._skip(f"profile {sampled}", "the gateway does not answer correctly")
                         continue
-                    # warm up first: imports, connection pools, caches
-                    self.meter.saturation(target, sampled, seconds=self.o.warmup_seconds or 1,
-                                          connections=self.o.connections, watch=[sim], warmup=0, retry=False)
+                    self._warm(target, sampled, sim)
                     self.results["profile"][sampled] = self._py_spy(target, sampled, self.o.connections, sim)
         finally:
             self.procs.stop(gateway)
@@ -216,8 +218,7 @@ class Bench:
         the pipeline costs in CPU time, where ``--instructions`` counts it in instructions."""
         sim, upstream = start_simulator(self.procs, "sim-parts", cores=self.aux)
         passthrough, pt_base = start_passthrough(self.procs, upstream, cores=self.sut)
-        base = Target("passthrough", "minimal pass-through", pt_base + "/v1/responses", passthrough,
-                      bodies=responses_bodies("sim-1", store=False))
+        base = _passthrough_target(passthrough, pt_base)
         configurations: dict[str, Any] = {}
         self.results["parts"] = {"rounds": self.o.paired_rounds, "seconds": self.o.paired_seconds,
                                  "connections": self.o.connections, "configurations": configurations}
@@ -229,9 +230,7 @@ class Bench:
                                                  store="sqlite://:memory:", key=self.key,
                                                  pipeline=variant_pipeline(self.pipeline, variant.key),
                                                  workers=self.o.workers, cores=self.sut)
-                target = Target(variant.key, variant.label, gw_base + "/v1/responses", gateway,
-                                headers={"Authorization": f"Bearer {self.key.key}"},
-                                bodies=responses_bodies("sim", store=False))
+                target = self._gateway_target(variant.key, variant.label, gateway, gw_base)
                 modes: dict[str, Any] = {}
                 configurations[variant.key] = {"label": variant.label, "left_out": variant.left_out, "modes": modes}
                 try:
@@ -239,9 +238,8 @@ class Bench:
                         if not self.meter.probe(target, mode)["ok"]:
                             self._skip(f"parts {variant.key} {mode}", "the gateway does not answer correctly")
                             continue
-                        for warmed in (base, target):  # imports, pools and caches, before anything counts
-                            self.meter.saturation(warmed, mode, seconds=self.o.warmup_seconds or 1,
-                                                  connections=self.o.connections, watch=[sim], warmup=0, retry=False)
+                        for warmed in (base, target):
+                            self._warm(warmed, mode, sim)
                         _log(f"  {variant.key}/{mode}: loaded beside the pass-through")
                         modes[mode] = self.meter.paired(base, target, mode, seconds=self.o.paired_seconds,
                                                         connections=self.o.connections, rounds=self.o.paired_rounds)
@@ -250,6 +248,16 @@ class Bench:
         finally:
             self.procs.stop(passthrough)
             self.procs.stop(sim)
+
+    def _gateway_target(self, key: str, label: str, proc: Proc, base: str, *, stored: bool = False) -> Target:
+        """A gateway's ``/v1/responses``, called with the bench key."""
+        return Target(key, label, base + "/v1/responses", proc, headers={"Authorization": f"Bearer {self.key.key}"},
+                      bodies=responses_bodies("sim", store=stored))
+
+    def _warm(self, target: Target, mode: str, sim: Proc) -> None:
+        """A short unmeasured load: imports, connection pools and caches, before anything counts."""
+        self.meter.saturation(target, mode, seconds=self.o.warmup_seconds or 1, connections=self.o.connections,
+                              watch=[sim], warmup=0, retry=False)
 
     def _skip(self, what: str, why: str) -> None:
         _log(f"skipped {what}: {why}")
@@ -281,12 +289,10 @@ class Bench:
 
     # -- one upstream profile ------------------------------------------------------------------
     def _targets(self, profile: str, sim: Proc, upstream: str) -> dict[str, Target]:
-        auth = {"Authorization": f"Bearer {self.key.key}"}
         targets = {"direct": Target("direct", "direct to simulator", upstream + "/v1/responses", sim,
                                     bodies=responses_bodies("sim-1", store=False))}
         pt, pt_base = start_passthrough(self.procs, upstream, cores=self.sut)
-        targets["passthrough"] = Target("passthrough", "minimal pass-through", pt_base + "/v1/responses", pt,
-                                        bodies=responses_bodies("sim-1", store=False))
+        targets["passthrough"] = _passthrough_target(pt, pt_base)
         stores = {"gateway": (f"sqlite:///{self.work}/gateway-{profile}.db", False),
                   "gateway-sqlite": (f"sqlite:///{self.work}/gateway-sqlite-{profile}.db", True)}
         if self.redis_url:
@@ -296,8 +302,7 @@ class Bench:
                                        store=store, key=self.key, pipeline=self.pipeline,
                                        workers=self.o.workers, cores=self.sut)
             label = f"gateway, store {'true (' + key.split('-')[1] + ')' if stored else 'false'}"
-            targets[key] = Target(key, label, base + "/v1/responses", proc, headers=auth,
-                                  bodies=responses_bodies("sim", store=stored))
+            targets[key] = self._gateway_target(key, label, proc, base, stored=stored)
         if self.litellm_exe is not None and profile == "none":
             try:
                 proc, base = litellm.start(self.procs, self.litellm_exe, work=self.work, upstream=upstream,
@@ -309,8 +314,9 @@ class Bench:
                                             bodies=chat_bodies("sim-chat"))
                 targets["direct-chat"] = Target("direct-chat", "direct to simulator (chat)",
                                                 upstream + "/v1/chat/completions", sim, bodies=chat_bodies("sim-1"))
-                targets["gateway-chat"] = Target("gateway-chat", "gateway, chat upstream",
-                                                 targets["gateway"].url, targets["gateway"].server, headers=auth,
+                gateway = targets["gateway"]
+                targets["gateway-chat"] = Target("gateway-chat", "gateway, chat upstream", gateway.url, gateway.server,
+                                                 headers=gateway.headers,
                                                  bodies=responses_bodies("sim-chat", store=False))
         return targets
 
@@ -527,9 +533,7 @@ class Bench:
             proc, base = start_gateway(self.procs, name, work=self.work, upstream=upstream,
                                        store=f"sqlite:///{self.work}/{name}.db", key=self.key,
                                        pipeline=self.pipeline, workers=workers, cores=cores)
-            target = Target(name, f"gateway, {workers} workers", base + "/v1/responses", proc,
-                            headers={"Authorization": f"Bearer {self.key.key}"},
-                            bodies=responses_bodies("sim", store=False))
+            target = self._gateway_target(name, f"gateway, {workers} workers", proc, base)
         else:
             proc, base = start_passthrough(self.procs, upstream, cores=cores, workers=workers, name=name)
             target = Target(name, f"pass-through, {workers} workers", base + "/v1/responses", proc,
