@@ -6,10 +6,13 @@ from collections.abc import AsyncGenerator
 from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
+import msgspec
 from msgspec import Struct
 
 from proxy.schema.deltas import Delta
 from proxy.schema.upstream import Deployment, UpstreamRequest
+
+_encode_json = msgspec.json.Encoder().encode
 
 
 class PreparedCall(Struct, kw_only=True):
@@ -19,6 +22,11 @@ class PreparedCall(Struct, kw_only=True):
     url: str
     headers: dict[str, str]
     body: dict[str, Any]
+    """JSON values, or ``msgspec.Raw`` for a part already encoded: what is sent is ``wire_body()``."""
+
+    def wire_body(self) -> bytes:
+        """The body as it is sent."""
+        return _encode_json(self.body)
 
 
 class Provider(Protocol):

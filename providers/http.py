@@ -22,7 +22,6 @@ from proxy.schema.deltas import Delta
 from proxy.schema.upstream import Deployment
 from proxy.telemetry import with_trace_context
 
-_json_encode = msgspec.json.Encoder().encode
 ErrorMapper = Callable[[int, Mapping[str, str], bytes], GatewayError]
 MAX_MESSAGE = 2000
 """The most characters of an upstream error message that travel on to the caller."""
@@ -92,7 +91,7 @@ async def send(session: aiohttp.ClientSession, call: PreparedCall, deployment: D
     timeouts = deployment.timeouts
     timeout = _until_headers(timeouts.total, timeouts.connect, timeouts.first_byte)
     try:
-        response = await session.request(call.method, call.url, data=_json_encode(call.body),
+        response = await session.request(call.method, call.url, data=call.wire_body(),
                                           headers=with_trace_context(call.headers), timeout=timeout)
     except TimeoutError as exc:
         raise UpstreamTimeout(f"{deployment.provider} did not answer within {timeouts.first_byte:g}s") from exc

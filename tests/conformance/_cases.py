@@ -421,7 +421,7 @@ def check_sent(sent: SentRequest, prepared: PreparedCall, headers: Mapping[str, 
     """What aiohttp sent is the prepared call: URL, JSON body, ``Content-Type: application/json``
     and each of ``headers`` (``None``: absent)."""
     assert sent.url == prepared.url
-    assert sent.json() == prepared.body
+    assert sent.json() == json.loads(prepared.wire_body())
     assert sent.header("Content-Type") == "application/json"
     for name, value in headers.items():
         assert sent.header(name) == value, name
@@ -494,7 +494,7 @@ async def check_case(case: Case, recording: Recording, prepared: PreparedCall, d
     interaction = recording.interactions[0]
     assert prepared.method == interaction.method == "POST"
     assert prepared.url == (interaction.uri if url is None else url)
-    assert_same_body(prepared.body, recording.recorded_requests[0], case.normalise)
+    assert_same_body(json.loads(prepared.wire_body()), recording.recorded_requests[0], case.normalise)
     sent, result = await play(recording, deltas)
     check_sent(sent, prepared, headers)
     check_result(result, case.expect, secrets=secrets, pieces=pieces, summarise=summarise)
