@@ -9,6 +9,7 @@ exact JSON path.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, cast
 
@@ -106,24 +107,41 @@ def _decode(raw: bytes) -> ResponseRequest:
     )
 
 
-def _decode_leniently(raw: bytes, typed_error: msgspec.ValidationError) -> ResponseRequest:
-    try:
-        data = msgspec.json.decode(raw)
-    except msgspec.ValidationError:
-        # Only a number no Python type holds fails here; the typed decoder named its field.
-        raise invalid_from_validation(typed_error) from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
-    raw_input = data.pop("input", UNSET)
-    raw_tools = data.pop("tools", UNSET)
-    raw_choice = data.pop("tool_choice", UNSET)
-    try:
-        body = msgspec.convert(data, CreateResponseBody)
-    except msgspec.ValidationError as exc:
-        raise invalid_from_validation(exc) from None
+class _EncodedParts(CreateResponseBody, kw_only=True):
+    """The body with ``input``, ``tools`` and ``tool_choice`` left as their JSON (empty when
+    absent), for the lenient path to check piece by piece."""
 
+    input: msgspec.Raw = msgspec.Raw()  # type: ignore[assignment]
+    tools: msgspec.Raw = msgspec.Raw()  # type: ignore[assignment]
+    tool_choice: msgspec.Raw = msgspec.Raw()  # type: ignore[assignment]
+
+
+_parts_decoder = msgspec.json.Decoder(_EncodedParts)
+_elements_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_item_decoder = msgspec.json.Decoder(KnownItem)
+_BODY_FIELDS = tuple(name for name in CreateResponseBody.__struct_fields__
+                     if name not in ("input", "tools", "tool_choice"))
+_function_tool_decoder = msgspec.json.Decoder(FunctionTool)
+
+
+def _decode_leniently(raw: bytes, typed_error: msgspec.ValidationError) -> ResponseRequest:
+    # The rest of the body is decoded with its types; the three parts are decoded one element at
+    # a time, each first straight into its type (cheap) and only where that fails repaired from
+    # its builtins: an agent's request carries tens of KB of items and tools.
+    try:
+        parts = _parts_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        # What is not JSON at all (nested too deeply, say) is refused as such before any field.
+        with contextlib.suppress(msgspec.ValidationError):
+            msgspec.json.decode(raw)
+        if str(exc).startswith("Expected `object`, got"):  # the body itself is no object
+            raise InvalidRequest("The request body must be a JSON object.", code="invalid_json") from None
+        raise invalid_from_validation(exc) from None
+    body = CreateResponseBody(**{name: getattr(parts, name) for name in _BODY_FIELDS})
+
+    raw_input = _builtin_unless_list(parts.input, typed_error)
     if isinstance(raw_input, list):
-        items = [_lenient_item(item, f"input[{i}]") for i, item in enumerate(raw_input)]
+        items = [_item(element, f"input[{i}]") for i, element in enumerate(raw_input)]
     elif raw_input is UNSET or raw_input is None or isinstance(raw_input, str):
         items = _input_items(raw_input)
         if isinstance(raw_input, str) and len(raw_input) > 10 * 1024 * 1024:
@@ -132,15 +150,52 @@ def _decode_leniently(raw: bytes, typed_error: msgspec.ValidationError) -> Respo
     else:
         raise InvalidRequest("'input' must be a string or an array of items.", param="input", code="invalid_type")
 
+    raw_tools = _builtin_unless_list(parts.tools, typed_error)
     if isinstance(raw_tools, list):
-        tools = [_lenient_tool(tool, f"tools[{i}]") for i, tool in enumerate(raw_tools)]
+        tools = [_tool(element, f"tools[{i}]") for i, element in enumerate(raw_tools)]
     elif raw_tools is UNSET or raw_tools is None:
         tools = []
     else:
         raise InvalidRequest("'tools' must be an array.", param="tools", code="invalid_type")
 
+    raw_choice = _builtin_unless_list(parts.tool_choice, typed_error)
     choice = None if raw_choice is UNSET or raw_choice is None else _lenient_choice(raw_choice)
     return ResponseRequest(body=body, input=items, tools=tools, tool_choice=choice)
+
+
+def _builtin_unless_list(part: msgspec.Raw, typed_error: msgspec.ValidationError) -> Any:
+    """``UNSET`` for an absent part, a JSON array as its encoded elements, anything else as its
+    builtin value."""
+    if not part:
+        return UNSET
+    try:
+        if memoryview(part)[0] == ord("["):
+            return _elements_decoder.decode(part)
+        return msgspec.json.decode(part)
+    except msgspec.ValidationError:
+        # Only a number no Python type holds fails here; the typed decoder named its field.
+        raise invalid_from_validation(typed_error) from None
+
+
+def _item(element: msgspec.Raw, param: str) -> Item:
+    try:
+        return cast(Item, _item_decoder.decode(element))
+    except msgspec.ValidationError:
+        return _lenient_item(_builtin(element, param), param)
+
+
+def _tool(element: msgspec.Raw, param: str) -> Tool:
+    try:
+        return _function_tool_decoder.decode(element)
+    except msgspec.ValidationError:
+        return _lenient_tool(_builtin(element, param), param)
+
+
+def _builtin(element: msgspec.Raw, param: str) -> Any:
+    try:
+        return msgspec.json.decode(element)
+    except msgspec.ValidationError as exc:  # a number no Python type holds
+        raise invalid_from_validation(exc, param) from None
 
 
 def _typed_object(value: Any, param: str) -> dict[str, Any]:
