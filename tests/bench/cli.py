@@ -73,6 +73,10 @@ def parser() -> argparse.ArgumentParser:
                    help="only load the gateway with the full pipeline, and with each part of it left out, beside "
                         "the pass-through, for each one's CPU time per request against the pass-through's (what "
                         "each part costs in time; about 4 minutes for both modes)")
+    p.add_argument("--shapes", action="store_true",
+                   help="only load the gateway beside the pass-through with requests of real clients' shapes: the "
+                        "short input, a 50-message chat history and a captured Codex request (what request size "
+                        "costs; about 2 minutes for both modes)")
     p.add_argument("--scale", type=_ints, default=None,
                    help="worker counts for the scaling check, comma-separated (default 1,2; --quick: none)")
     p.add_argument("--scale-cores", default=None,
@@ -102,7 +106,7 @@ def options(args: argparse.Namespace) -> Options:
                 litellm_spec=args.litellm_spec, loadgen=args.loadgen, scale_cores=args.scale_cores,
                 profile=not args.no_profile,
                 streams=not args.no_streams, rss_limit_mb=args.rss_limit_mb, profile_only=args.profile_only,
-                instructions=args.instructions, parts=args.parts)
+                instructions=args.instructions, parts=args.parts, shapes=args.shapes)
     if quick:
         o.profiles, o.scale, o.fractions = ["none"], [], [0.5]
         o.streams_steps, o.streams_time_limit = [50, 100, 200], 40.0

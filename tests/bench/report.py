@@ -315,6 +315,40 @@ def parts_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def shapes_section(results: dict[str, Any]) -> list[str]:
+    """``--shapes``: per mode, the gateway's CPU per request beside the pass-through's for each
+    request shape (both loaded at once with the same body)."""
+    measured = results.get("shapes", {})
+    shapes: dict[str, Any] = measured.get("shapes", {})
+    lines: list[str] = []
+    for mode in dict.fromkeys(mode for data in shapes.values() for mode in data["modes"]):
+        rows = []
+        for data in shapes.values():
+            paired = data["modes"].get(mode, {})
+            ratio = paired.get("cpu_ratio")
+            if not ratio:
+                continue
+            shares = sorted(1 / r for r in paired["cpu_ratios"])
+            rows.append([data["label"], _num(data["bytes"]), _median_cpu(paired, paired["other"]),
+                         _median_cpu(paired, paired["base"]),
+                         f"{ratio:.2f}x", f"{1 / ratio:.0%}", f"{shares[0]:.0%}-{shares[-1]:.0%}"])
+        rounds = f"{measured['rounds']} round{'s' if measured['rounds'] > 1 else ''}"
+        lines += [f"### {MODE_TITLES[mode]}", "",
+                  f"The gateway (full pipeline) and the pass-through loaded at once on the same core with the same "
+                  f"request, {measured['connections']} connections each, {rounds} of {measured['seconds']:g} s; the "
+                  "median round.", "", *_table(
+                      ["request", "bytes (JSON)", "gateway CPU ms/req", "pass-through CPU ms/req",
+                       "gateway, x the pass-through's", "pass-through / gateway", "rounds"], rows)]
+    return lines
+
+
+def _median_cpu(paired: dict[str, Any], key: str) -> str:
+    """The median over ``Meter.paired``'s rounds of one target's CPU ms per request."""
+    values = sorted(run[key]["cpu_ms_per_request"] for run in paired["runs"]
+                    if run[key]["cpu_ms_per_request"] is not None)
+    return _num(values[len(values) // 2], 3) if values else NA
+
+
 def streams_section(results: dict[str, Any]) -> list[str]:
     held = results.get("streams")
     if not held:
@@ -412,11 +446,11 @@ def markdown(results: dict[str, Any], out: Path | None = None) -> str:
         f"Machine: {host['cpus']} CPUs ({host['cpu_model']}), {host['memory_gb']} GB, Linux {host['kernel']}, "
         f"Python {host['python']}. {commit}. "
         f"Layout: {layout_text}. Gateway workers: {meta['options']['workers']}.", "",
-        # A --profile-only, --instructions or --parts run has no saturation or fixed-rate runs.
+        # A --profile-only, --instructions, --parts or --shapes run has no saturation or fixed-rate runs.
         load if results.get("profiles") else whole_run,
         "", *_pipeline_line(meta.get("pipeline")),
     ]
-    if results.get("profiles"):  # not in a --profile-only, --instructions or --parts run
+    if results.get("profiles"):  # not in a --profile-only, --instructions, --parts or --shapes run
         lines += ["## Targets", "", *targets_table(results)]
     for profile, data in results.get("profiles", {}).items():
         lines += [f"## {PROFILE_TITLES[profile].capitalize()}", ""]
@@ -444,6 +478,9 @@ def markdown(results: dict[str, Any], out: Path | None = None) -> str:
     timed = parts_section(results)
     if timed:
         lines += ["## CPU time part by part (paired with the pass-through)", "", *timed]
+    shaped = shapes_section(results)
+    if shaped:
+        lines += ["## Request shapes of real clients (paired with the pass-through)", "", *shaped]
     counted = instructions_section(results)
     if counted:
         lines += ["## Instructions per request (callgrind)", "", *counted]

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 from tests.bench import core_speed, instructions, litellm, profiling, streams
 from tests.bench.measure import Meter
 from tests.bench.procs import Proc, Processes, ordered_cores, parse_cores
+from tests.bench.shapes import request_shapes
 from tests.bench.targets import (
     REPO,
     VARIANTS,
@@ -72,6 +73,8 @@ class Options:
     """Only count instructions per request under callgrind (``tests.bench.instructions``)."""
     parts: bool = False
     """Only load each gateway configuration beside the pass-through (``Bench._parts``)."""
+    shapes: bool = False
+    """Only load the gateway beside the pass-through with each request shape (``Bench._shapes``)."""
     scale: list[int] = field(default_factory=lambda: [1, 2])
     scale_cores: str | None = None
     """The cores the scaling check's workers take, in order (a taskset list); None: from 0 up."""
@@ -138,13 +141,15 @@ class Bench:
         self._start_pipeline()
         if self.o.with_litellm:
             self._install_litellm()
-        if self.o.profile_only or self.o.instructions or self.o.parts:
+        if self.o.profile_only or self.o.instructions or self.o.parts or self.o.shapes:
             if self.o.profile_only:
                 self._profile_only()
             elif self.o.instructions:
                 self._instructions()
-            else:
+            elif self.o.parts:
                 self._parts()
+            else:
+                self._shapes()
             self._finish(started)
             return self.results
         for profile in self.o.profiles:
@@ -220,8 +225,7 @@ class Bench:
         passthrough, pt_base = start_passthrough(self.procs, upstream, cores=self.sut)
         base = _passthrough_target(passthrough, pt_base)
         configurations: dict[str, Any] = {}
-        self.results["parts"] = {"rounds": self.o.paired_rounds, "seconds": self.o.paired_seconds,
-                                 "connections": self.o.connections, "configurations": configurations}
+        self.results["parts"] = {**self._paired_options(), "configurations": configurations}
         _log(f"parts: {len(VARIANTS)} gateway configurations, each loaded beside the pass-through, "
              f"{self.o.paired_rounds} rounds of {self.o.paired_seconds:g} s per mode")
         try:
@@ -231,23 +235,57 @@ class Bench:
                                                  pipeline=variant_pipeline(self.pipeline, variant.key),
                                                  workers=self.o.workers, cores=self.sut)
                 target = self._gateway_target(variant.key, variant.label, gateway, gw_base)
-                modes: dict[str, Any] = {}
-                configurations[variant.key] = {"label": variant.label, "left_out": variant.left_out, "modes": modes}
                 try:
-                    for mode in self.o.modes:
-                        if not self.meter.probe(target, mode)["ok"]:
-                            self._skip(f"parts {variant.key} {mode}", "the gateway does not answer correctly")
-                            continue
-                        for warmed in (base, target):
-                            self._warm(warmed, mode, sim)
-                        _log(f"  {variant.key}/{mode}: loaded beside the pass-through")
-                        modes[mode] = self.meter.paired(base, target, mode, seconds=self.o.paired_seconds,
-                                                        connections=self.o.connections, rounds=self.o.paired_rounds)
+                    configurations[variant.key] = {"label": variant.label, "left_out": variant.left_out,
+                                                   "modes": self._beside(base, target, sim, f"parts {variant.key}")}
                 finally:
                     self.procs.stop(gateway)
         finally:
             self.procs.stop(passthrough)
             self.procs.stop(sim)
+
+    def _shapes(self) -> None:
+        """``--shapes``: the gateway with the full pipeline loaded beside the pass-through with each
+        request shape of ``shapes.request_shapes``, from the short input to a coding agent's."""
+        from tests.conformance.cassette import shared_dir  # the capture's folder (vcr: only here)
+
+        sim, upstream = start_simulator(self.procs, "sim-shapes", cores=self.aux)
+        passthrough, pt_base = start_passthrough(self.procs, upstream, cores=self.sut)
+        gateway, gw_base = start_gateway(self.procs, "gateway-shapes", work=self.work, upstream=upstream,
+                                         store="sqlite://:memory:", key=self.key, pipeline=self.pipeline,
+                                         workers=self.o.workers, cores=self.sut)
+        measured: dict[str, Any] = {}
+        self.results["shapes"] = {**self._paired_options(), "shapes": measured}
+        try:
+            for shape in request_shapes(shared_dir()):
+                _log(f"shape {shape.key}: {shape.label}")
+                base = replace(_passthrough_target(passthrough, pt_base), key=f"passthrough-{shape.key}",
+                               bodies=shape.bodies("sim-1"))
+                target = replace(self._gateway_target("gateway", "gateway, full pipeline", gateway, gw_base),
+                                 key=f"gateway-{shape.key}", bodies=shape.bodies("sim"))
+                measured[shape.key] = {"label": shape.label, "bytes": len(target.bodies["json"]),
+                                       "modes": self._beside(base, target, sim, f"shape {shape.key}")}
+        finally:
+            for proc in (gateway, passthrough, sim):
+                self.procs.stop(proc)
+
+    def _paired_options(self) -> dict[str, Any]:
+        return {"rounds": self.o.paired_rounds, "seconds": self.o.paired_seconds, "connections": self.o.connections}
+
+    def _beside(self, base: Target, target: Target, sim: Proc, what: str) -> dict[str, Any]:
+        """``target`` loaded at once with ``base`` (``Meter.paired``) in each mode of the run, both
+        warmed first; a mode either one does not answer correctly is skipped."""
+        modes: dict[str, Any] = {}
+        for mode in self.o.modes:
+            if not all(self.meter.probe(each, mode)["ok"] for each in (base, target)):
+                self._skip(f"{what} {mode}", "a target does not answer correctly")
+                continue
+            for warmed in (base, target):
+                self._warm(warmed, mode, sim)
+            _log(f"  {what}/{mode}: loaded beside the pass-through")
+            modes[mode] = self.meter.paired(base, target, mode, seconds=self.o.paired_seconds,
+                                            connections=self.o.connections, rounds=self.o.paired_rounds)
+        return modes
 
     def _gateway_target(self, key: str, label: str, proc: Proc, base: str, *, stored: bool = False) -> Target:
         """A gateway's ``/v1/responses``, called with the bench key."""

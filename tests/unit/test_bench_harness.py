@@ -1,9 +1,11 @@
 """Parts of the load harness (``tests/bench``) that decide what a run measures: the scaling
 layout, the load generator's threads, the core-speed reading and the scaling table of a
-multi-core run; the configurations, counting and table of ``--instructions``, the table of ``--parts``."""
+multi-core run; the configurations, counting and table of ``--instructions``, the table of ``--parts``;
+the request shapes of ``--shapes`` and their table."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import urllib.request
@@ -14,8 +16,9 @@ import yaml
 
 from tests.bench import core_speed, instructions, wrk
 from tests.bench.procs import Processes, free_port, ordered_cores, parse_cores, wait_tcp
-from tests.bench.report import instructions_section, parts_section, scaling_section
+from tests.bench.report import instructions_section, parts_section, scaling_section, shapes_section
 from tests.bench.runner import scaling_layout
+from tests.bench.shapes import CODEX_CAPTURE, request_shapes
 from tests.bench.targets import BenchKey, Pipeline, gateway_config, variant_pipeline
 
 SIXTEEN = set(range(16))
@@ -130,6 +133,46 @@ def test_the_parts_table_reads_each_configuration_against_the_pass_through_and_t
     assert rows["gateway, full pipeline"][5].strip(" |") == ""
     assert rows["gateway, limits in memory"][1:4] == ["1.60x", "62%", "59%-67%"]
     assert rows["gateway, limits in memory"][5].strip(" |") == "20.0%"
+    assert any("3 rounds of 3 s" in line for line in lines)
+
+
+def test_request_shapes_take_the_last_create_body_of_the_capture_less_what_a_run_sets(tmp_path: Path) -> None:
+    capture = tmp_path / CODEX_CAPTURE
+    capture.parent.mkdir(parents=True)
+    first = {"model": "gpt-5", "input": [{"role": "user", "content": "one"}], "stream": True}
+    last = {"model": "gpt-5", "input": [{"role": "user", "content": "two"}, {"type": "custom_tool_call_output",
+            "call_id": "c", "output": "ok"}], "tools": [{"type": "custom", "name": "apply_patch"}],
+            "stream": True, "store": False, "client_metadata": {"session": "s"}, "include": ["x"]}
+    records = [{"method": "POST", "path": "/v1/responses", "body": first},
+               {"method": "POST", "path": "/v1/responses", "body": json.dumps(last)},
+               {"method": "GET", "path": "/v1/models", "body": None}]
+    capture.write_text("\n".join(json.dumps(record) for record in records) + "\n")
+
+    shapes = {shape.key: shape for shape in request_shapes(tmp_path)}
+    assert list(shapes) == ["short", "conversation", "codex"]
+    assert shapes["codex"].fields == {"input": last["input"], "tools": last["tools"], "include": ["x"]}
+    assert "2 items, 1 tools" in shapes["codex"].label
+    streamed = json.loads(shapes["codex"].bodies("sim")["stream"])
+    assert (streamed["model"], streamed["stream"], streamed["store"]) == ("sim", True, False)
+    assert "stream" not in json.loads(shapes["codex"].bodies("sim")["json"])
+    conversation = shapes["conversation"].fields["input"]
+    assert len(conversation) == 50 and all("type" not in message for message in conversation)
+    assert [shape.key for shape in request_shapes(tmp_path / "elsewhere")] == ["short", "conversation"]
+
+
+def test_the_shapes_table_reads_each_request_against_the_pass_through() -> None:
+    def paired(ratios: list[float], gateway_ms: list[float], passthrough_ms: list[float]) -> dict[str, object]:
+        runs = [{"gateway-x": {"cpu_ms_per_request": g}, "passthrough-x": {"cpu_ms_per_request": p}}
+                for g, p in zip(gateway_ms, passthrough_ms, strict=True)]
+        return {"base": "passthrough-x", "other": "gateway-x", "runs": runs, "cpu_ratios": sorted(ratios),
+                "cpu_ratio": sorted(ratios)[len(ratios) // 2]}
+
+    results = {"shapes": {"rounds": 3, "seconds": 3.0, "connections": 32, "shapes": {
+        "codex": {"label": "a captured Codex request", "bytes": 40978,
+                  "modes": {"json": paired([2.5, 2.4, 2.6], [1.0, 0.9, 1.1], [0.4, 0.38, 0.42])}}}}}
+    lines = shapes_section(results)
+    row = next(line for line in lines if line.startswith("| a captured Codex request")).split(" | ")
+    assert row[1:] == ["40,978", "1.000", "0.400", "2.50x", "40%", "38%-42% |"]
     assert any("3 rounds of 3 s" in line for line in lines)
 
 
