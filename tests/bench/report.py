@@ -291,25 +291,14 @@ def parts_section(results: dict[str, Any]) -> list[str]:
     (both loaded at once), and what the part it leaves out costs of the full pipeline's CPU."""
     parts = results.get("parts", {})
     configurations: dict[str, Any] = parts.get("configurations", {})
-    modes = dict.fromkeys(mode for data in configurations.values() for mode in data["modes"])
     lines: list[str] = []
-    for mode in modes:
+    for mode, measured in _paired_by_mode(configurations):
         full = configurations.get("full", {}).get("modes", {}).get(mode, {}).get("cpu_ratio")
-        rows = []
-        for data in configurations.values():
-            paired = data["modes"].get(mode, {})
-            ratio = paired.get("cpu_ratio")
-            if not ratio:
-                continue
-            shares = sorted(1 / r for r in paired["cpu_ratios"])
-            cost = f"{1 - ratio / full:.1%}" if full and data["left_out"] else ""
-            rows.append([data["label"], f"{ratio:.2f}x", f"{1 / ratio:.0%}", f"{shares[0]:.0%}-{shares[-1]:.0%}",
-                         data["left_out"], cost])
-        rounds = f"{parts['rounds']} round{'s' if parts['rounds'] > 1 else ''}"
-        lines += [f"### {MODE_TITLES[mode]}", "",
-                  f"Each configuration loaded at once with the pass-through on the same core, "
-                  f"{parts['connections']} connections each, {rounds} of {parts['seconds']:g} s; the median round.",
-                  "", *_table(
+        rows = [[data["label"], *_ratio_cells(paired), data["left_out"],
+                 f"{1 - paired['cpu_ratio'] / full:.1%}" if full and data["left_out"] else ""]
+                for data, paired in measured]
+        lines += [*_paired_heading(parts, mode, "Each configuration loaded at once with the pass-through on the same "
+                                                "core"), *_table(
                       ["configuration", "CPU per request, x the pass-through's", "pass-through / this", "rounds",
                        "left out", "what that part costs (of the full pipeline's CPU)"], rows)]
     return lines
@@ -318,28 +307,37 @@ def parts_section(results: dict[str, Any]) -> list[str]:
 def shapes_section(results: dict[str, Any]) -> list[str]:
     """``--shapes``: per mode, the gateway's CPU per request beside the pass-through's for each
     request shape (both loaded at once with the same body)."""
-    measured = results.get("shapes", {})
-    shapes: dict[str, Any] = measured.get("shapes", {})
+    measured_shapes = results.get("shapes", {})
     lines: list[str] = []
-    for mode in dict.fromkeys(mode for data in shapes.values() for mode in data["modes"]):
-        rows = []
-        for data in shapes.values():
-            paired = data["modes"].get(mode, {})
-            ratio = paired.get("cpu_ratio")
-            if not ratio:
-                continue
-            shares = sorted(1 / r for r in paired["cpu_ratios"])
-            rows.append([data["label"], _num(data["bytes"]), _median_cpu(paired, paired["other"]),
-                         _median_cpu(paired, paired["base"]),
-                         f"{ratio:.2f}x", f"{1 / ratio:.0%}", f"{shares[0]:.0%}-{shares[-1]:.0%}"])
-        rounds = f"{measured['rounds']} round{'s' if measured['rounds'] > 1 else ''}"
-        lines += [f"### {MODE_TITLES[mode]}", "",
-                  f"The gateway (full pipeline) and the pass-through loaded at once on the same core with the same "
-                  f"request, {measured['connections']} connections each, {rounds} of {measured['seconds']:g} s; the "
-                  "median round.", "", *_table(
+    for mode, measured in _paired_by_mode(measured_shapes.get("shapes", {})):
+        rows = [[data["label"], _num(data["bytes"]), _median_cpu(paired, paired["other"]),
+                 _median_cpu(paired, paired["base"]), *_ratio_cells(paired)] for data, paired in measured]
+        lines += [*_paired_heading(measured_shapes, mode, "The gateway (full pipeline) and the pass-through loaded "
+                                                          "at once on the same core with the same request"), *_table(
                       ["request", "bytes (JSON)", "gateway CPU ms/req", "pass-through CPU ms/req",
                        "gateway, x the pass-through's", "pass-through / gateway", "rounds"], rows)]
     return lines
+
+
+def _paired_by_mode(entries: dict[str, Any]) -> list[tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]]:
+    """Per mode, each entry with its ``Meter.paired`` result in that mode, where it has a ratio."""
+    modes = dict.fromkeys(mode for data in entries.values() for mode in data["modes"])
+    return [(mode, [(data, data["modes"][mode]) for data in entries.values()
+                    if data["modes"].get(mode, {}).get("cpu_ratio")]) for mode in modes]
+
+
+def _ratio_cells(paired: dict[str, Any]) -> list[str]:
+    """The median round's CPU ratio, the share it gives, and the rounds' range of shares."""
+    ratio = paired["cpu_ratio"]
+    shares = sorted(1 / r for r in paired["cpu_ratios"])
+    return [f"{ratio:.2f}x", f"{1 / ratio:.0%}", f"{shares[0]:.0%}-{shares[-1]:.0%}"]
+
+
+def _paired_heading(measured: dict[str, Any], mode: str, loaded: str) -> list[str]:
+    rounds = f"{measured['rounds']} round{'s' if measured['rounds'] > 1 else ''}"
+    return [f"### {MODE_TITLES[mode]}", "",
+            f"{loaded}, {measured['connections']} connections each, {rounds} of {measured['seconds']:g} s; the "
+            "median round.", ""]
 
 
 def _median_cpu(paired: dict[str, Any], key: str) -> str:
