@@ -97,8 +97,8 @@ def _input_items(value: Any) -> list[Item]:
 def _decode(raw: bytes) -> ResponseRequest:
     try:
         body = _body_decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        return _decode_leniently(raw, exc)
+    except msgspec.ValidationError:
+        return _decode_leniently(raw)
     return ResponseRequest(
         body=body,
         input=_input_items(body.input),
@@ -126,7 +126,7 @@ _BODY_FIELDS = tuple(name for name in CreateResponseBody.__struct_fields__
 _function_tool_decoder = msgspec.json.Decoder(FunctionTool)
 
 
-def _decode_leniently(raw: bytes, typed_error: msgspec.ValidationError) -> ResponseRequest:
+def _decode_leniently(raw: bytes) -> ResponseRequest:
     # The rest of the body is decoded with its types; the three parts are decoded one element at
     # a time, each first straight into its type (cheap) and only where that fails repaired from
     # its builtins: an agent's request carries tens of KB of items and tools.
@@ -141,7 +141,7 @@ def _decode_leniently(raw: bytes, typed_error: msgspec.ValidationError) -> Respo
         raise invalid_from_validation(exc) from None
     body = CreateResponseBody(**{name: getattr(parts, name) for name in _BODY_FIELDS})
 
-    raw_input = _builtin_unless_list(parts.input, typed_error)
+    raw_input = _builtin_unless_list(parts.input, "input")
     if isinstance(raw_input, list):
         items = [_item(element, f"input[{i}]") for i, element in enumerate(raw_input)]
     elif raw_input is UNSET or raw_input is None or isinstance(raw_input, str):
@@ -152,7 +152,7 @@ def _decode_leniently(raw: bytes, typed_error: msgspec.ValidationError) -> Respo
     else:
         raise InvalidRequest("'input' must be a string or an array of items.", param="input", code="invalid_type")
 
-    raw_tools = _builtin_unless_list(parts.tools, typed_error)
+    raw_tools = _builtin_unless_list(parts.tools, "tools")
     if isinstance(raw_tools, list):
         tools = [_tool(element, f"tools[{i}]") for i, element in enumerate(raw_tools)]
     elif raw_tools is UNSET or raw_tools is None:
@@ -163,18 +163,14 @@ def _decode_leniently(raw: bytes, typed_error: msgspec.ValidationError) -> Respo
     return ResponseRequest(body=body, input=items, tools=tools, tool_choice=_choice(parts.tool_choice))
 
 
-def _builtin_unless_list(part: msgspec.Raw, typed_error: msgspec.ValidationError) -> Any:
+def _builtin_unless_list(part: msgspec.Raw, param: str) -> Any:
     """``UNSET`` for an absent part, a JSON array as its encoded elements, anything else as its
     builtin value."""
     if not part:
         return UNSET
-    try:
-        if memoryview(part)[0] == ord("["):
-            return _elements_decoder.decode(part)
-        return msgspec.json.decode(part)
-    except msgspec.ValidationError:
-        # Only a number no Python type holds fails here; the typed decoder named its field.
-        raise invalid_from_validation(typed_error) from None
+    if memoryview(part)[0] == ord("["):
+        return _elements_decoder.decode(part)
+    return _builtin(part, param)
 
 
 _ROLE_FIRST = b'{"role":'
@@ -207,10 +203,9 @@ def _choice(part: msgspec.Raw) -> ToolChoice | None:
     if not part:
         return None
     try:
-        return cast(ToolChoice, _choice_decoder.decode(part))
+        return cast(ToolChoice | None, _choice_decoder.decode(part))
     except msgspec.ValidationError:
-        value = _builtin(part, "tool_choice")
-        return None if value is None else _lenient_choice(value)
+        return _lenient_choice(_builtin(part, "tool_choice"))
 
 
 def _builtin(element: msgspec.Raw, param: str) -> Any:
