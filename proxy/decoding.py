@@ -17,7 +17,7 @@ import msgspec
 from msgspec import UNSET, Struct
 
 from proxy.errors import InvalidRequest
-from proxy.schema.codec import KNOWN_ITEM_TYPES
+from proxy.schema.codec import KNOWN_ITEM_TYPES, known_item_decoder, raw_list_decoder
 from proxy.schema.items import Item, KnownItem, Message, OpaqueItem
 from proxy.schema.request import (
     AllowedTools,
@@ -117,8 +117,6 @@ class _EncodedParts(CreateResponseBody, kw_only=True):
 
 
 _parts_decoder = msgspec.json.Decoder(_EncodedParts)
-_elements_decoder = msgspec.json.Decoder(list[msgspec.Raw])
-_item_decoder = msgspec.json.Decoder(KnownItem)
 _message_decoder = msgspec.json.Decoder(Message)
 _choice_decoder = msgspec.json.Decoder(WireToolChoice | None)
 _BODY_FIELDS = tuple(name for name in CreateResponseBody.__struct_fields__
@@ -169,7 +167,7 @@ def _builtin_unless_list(part: msgspec.Raw, param: str) -> Any:
     if not part:
         return UNSET
     if memoryview(part)[0] == ord("["):
-        return _elements_decoder.decode(part)
+        return raw_list_decoder.decode(part)
     return _builtin(part, param)
 
 
@@ -181,9 +179,9 @@ def _item(element: msgspec.Raw, param: str) -> Item:
     # ``msgspec.convert`` into the item union costs about 30 times a decode from JSON: each
     # decoder is tried first, the message one for the messages real clients send without a type
     # (first where the item begins as theirs do: a failed decode costs an exception).
-    decoders = (_item_decoder, _message_decoder)
+    decoders = (known_item_decoder, _message_decoder)
     if memoryview(element)[:len(_ROLE_FIRST)] == _ROLE_FIRST:
-        decoders = (_message_decoder, _item_decoder)
+        decoders = (_message_decoder, known_item_decoder)
     for decoder in decoders:
         try:
             return cast(Item, decoder.decode(element))

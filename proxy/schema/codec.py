@@ -27,16 +27,18 @@ encode = _encoder.encode
 """Encode any schema object to JSON bytes."""
 encode_into = _encoder.encode_into
 
-_known_item_decoder = msgspec.json.Decoder(KnownItem)
-_raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+known_item_decoder = msgspec.json.Decoder(KnownItem)
+"""An item of a core type, straight from its JSON."""
+raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+"""A JSON array as its elements' JSON, each to be decoded on its own."""
 KNOWN_ITEM_TYPES = frozenset({"item_reference", "message", "function_call", "function_call_output",
                               "reasoning", "compaction"})
 
 
-def decode_item(raw: bytes) -> Item:
+def decode_item(raw: bytes | msgspec.Raw) -> Item:
     """Decode one stored or upstream item; a type outside the core becomes an ``OpaqueItem``."""
     try:
-        return cast(Item, _known_item_decoder.decode(raw))
+        return cast(Item, known_item_decoder.decode(raw))
     except msgspec.ValidationError:
         data = msgspec.json.decode(raw)
         if isinstance(data, dict) and data.get("type") not in KNOWN_ITEM_TYPES:
@@ -45,7 +47,7 @@ def decode_item(raw: bytes) -> Item:
 
 
 def decode_items(raw: bytes | msgspec.Raw) -> list[Item]:
-    return [decode_item(bytes(part)) for part in _raw_list_decoder.decode(raw)]
+    return [decode_item(part) for part in raw_list_decoder.decode(raw)]
 
 
 class _StoredParts(ResponseResource, kw_only=True):
