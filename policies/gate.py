@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from msgspec import UNSET, Struct
 from policies.backend import Reachability, connect, limits_store_url
 from policies.catalogue import CatalogueModel
 from policies.circuit import CircuitBoard
-from policies.limits import Limits, MemoryLimits, Reservation, UsageRecord, plan_limits
+from policies.limits import Limits, MemoryLimits, Reservation, Settlement, UsageRecord, plan_limits
 from policies.limits_redis import RedisLimits
 from policies.resolve import ResolvedPolicy
 from policies.router import Candidate, CircuitLookup, Route, route
@@ -40,6 +41,8 @@ from proxy.schema.content import InputFile, InputImage
 from proxy.schema.items import Message
 from proxy.schema.response import Usage
 from proxy.telemetry import limit_refused, note_model, usage_recorded
+
+log = logging.getLogger("interlock.policies")
 
 _POLICY_CODES = frozenset({"model_not_allowed", "provider_denied", "provider_not_allowed", "region", "tier"})
 
@@ -192,6 +195,8 @@ class Gate:
         self.circuits = circuits
         self._rng = rng
         self._tasks: list[asyncio.Task[None]] = []
+        self._accounting: set[asyncio.Task[None]] = set()
+        """Settlements still being counted against the limits (see ``settle``)."""
 
     @classmethod
     def open(cls, policies: PolicyStore) -> Gate:
@@ -218,6 +223,7 @@ class Gate:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.accounted()
         await self.limits.close()
 
     async def admit(self, principal: Principal, request: ResponseRequest, *,
@@ -269,7 +275,12 @@ class Gate:
                      reported_tier: str | None = None, response_id: str | None = None) -> UsageRecord:
         """Once per request when it ends, success or not: count the tokens and cost (at the
         tier served) and keep the usage record. ``candidate`` is the one that answered (``None``
-        when none did), ``usage`` the response's total (tool loops included)."""
+        when none did), ``usage`` the response's total (tool loops included).
+
+        Returns once the limits store has the settlement, whatever happens to this process
+        (``Settlement.sent``), without waiting for its answer: every admission this worker
+        makes after it counts it all the same, and ``usage`` and ``close`` wait for the answer
+        (``accounted``)."""
         decision = ticket.decision
         tier = served_tier(candidate.spec, candidate.tier, reported_tier) if candidate else decision.tier.tier
         record = UsageRecord(
@@ -279,11 +290,29 @@ class Gate:
             cost=cost(usage, candidate.spec, tier) if candidate else 0.0,
             latency_ms=(time.monotonic() - ticket.started) * 1000, response_id=response_id)
         usage_recorded(record)
-        await self.limits.settle(await ticket.confirm(), record)
+        settlement = self.limits.settle(await ticket.confirm(), record)
+        task = asyncio.ensure_future(self._account(settlement, record))
+        self._accounting.add(task)
+        task.add_done_callback(self._accounting.discard)
+        await settlement.sent
         return record
 
+    @staticmethod
+    async def _account(settlement: Settlement, record: UsageRecord) -> None:
+        try:
+            await settlement
+        except Exception:  # the response is already the client's; a lost record must not fail it
+            log.exception("could not record the usage of response %s", record.response_id)
+
+    async def accounted(self) -> None:
+        """Wait until every settlement begun so far is counted against the limits."""
+        if self._accounting:
+            await asyncio.wait(list(self._accounting))
+
     async def usage(self, team: str, start: float, end: float, *, limit: int = 1000) -> list[UsageRecord]:
-        """The team's usage records between two Unix times (the admin endpoint)."""
+        """The team's usage records between two Unix times (the admin endpoint), this worker's
+        latest included."""
+        await self.accounted()
         return await self.limits.usage(team, start, end, limit=limit)
 
     def _upstreams(self) -> list[str]:

@@ -10,7 +10,9 @@ and ``monthly_budget`` cap spend per UTC day and calendar month.
   or nothing: a refused request takes nothing. With Redis this is one script call, one round trip.
 - ``settle()`` after the response: tpm buckets get the actual tokens (minus the reservation),
   spend counters the cost at the served tier, and a usage record is kept. So a budget can be
-  overrun by the requests in flight when it is reached, and tpm by one response's tokens.
+  overrun by the requests in flight when it is reached, and tpm by one response's tokens. It
+  returns a ``Settlement`` at once, already ordered before any later admission of this process:
+  ``sent`` once the store has it for good, awaiting it for the store's answer.
 - ``usage()``: the records of a team in a time range, for the admin endpoint.
 - ``may_overlap()``: whether a request's admission may run beside its upstream call rather than
   before it (``policies.gate``). Only where admitting is a round trip to a shared store, and only
@@ -29,9 +31,10 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
+from typing import Any
 
 import msgspec
 from msgspec import Struct
@@ -203,10 +206,12 @@ class Limits(ABC):
         """Where every limit stands, changing nothing (explain); ``None`` when unreachable."""
         return await self._evaluate(self._plan(policy, alias, reserve_tokens), dry=True)
 
-    async def settle(self, reservation: Reservation, record: UsageRecord) -> None:
-        """Count the response's tokens and cost and keep its usage record."""
+    def settle(self, reservation: Reservation, record: UsageRecord) -> Settlement:
+        """Count the response's tokens and cost and keep its usage record. Every ``admit`` and
+        ``peek`` this process makes after the call counts it, whether or not the settlement
+        (which must be awaited) has its answer yet."""
         taken = 0 if reservation.degraded else reservation.plan.reserved  # degraded: nothing was reserved
-        await self._account(reservation.plan, record.input_tokens + record.output_tokens - taken, record)
+        return self._account(reservation.plan, record.input_tokens + record.output_tokens - taken, record)
 
     def _note_spare(self, policy: ResolvedPolicy, alias: str, plan: Plan, statuses: list[LimitStatus] | None) -> None:
         key = (policy.team, policy.key, alias)
@@ -246,7 +251,8 @@ class Limits(ABC):
         ``dry``; ``None`` when the store is unreachable."""
 
     @abstractmethod
-    async def _account(self, plan: Plan, tokens: int, record: UsageRecord) -> None: ...
+    def _account(self, plan: Plan, tokens: int, record: UsageRecord) -> Settlement:
+        """``settle``: ordered before any later evaluation when it returns."""
 
     def refusal(self, team: str, statuses: list[LimitStatus]) -> RateLimited | None:
         """The 429 for the refused limit that frees up last, naming it; ``None`` if none is."""
@@ -282,6 +288,36 @@ def spare_requests(plan: Plan, statuses: list[LimitStatus]) -> int:
         if room < spare:
             spare = room
     return int(spare)
+
+
+class _Done:
+    """An awaitable with nothing left to wait for."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()
+
+
+DONE = _Done()
+
+
+class Settlement:
+    """A settlement under way (``Limits.settle``): awaiting it waits for the limits store's
+    answer."""
+
+    __slots__ = ("_answer", "sent")
+
+    def __init__(self, answer: Awaitable[None], *, sent: Awaitable[None] = DONE) -> None:
+        self._answer = answer
+        self.sent = sent
+        """Done once the store has the settlement whatever happens to this process: at once in
+        memory; in Redis once its bytes are handed to the kernel (the reply to the client waits
+        for this, so a replica killed right after a response still counts it)."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._answer.__await__()
+
+
+_COUNTED = Settlement(DONE)
 
 
 def bucket_level(level: float | None, since: float | None, capacity: int, now: float) -> float:
@@ -328,7 +364,7 @@ class MemoryLimits(Limits):
                 self._buckets[(plan.team, bucket.id)] = (level - cost_of(bucket, plan), now)
         return statuses
 
-    async def _account(self, plan: Plan, tokens: int, record: UsageRecord) -> None:
+    def _account(self, plan: Plan, tokens: int, record: UsageRecord) -> Settlement:
         now = self._clock()
         for bucket in plan.buckets:
             if bucket.tokens:
@@ -340,6 +376,7 @@ class MemoryLimits(Limits):
         records.append(record)
         while records and records[0].ts < now - self._retention:
             records.popleft()
+        return _COUNTED
 
     async def close(self) -> None:
         """Nothing to release."""

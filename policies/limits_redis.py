@@ -21,15 +21,15 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import msgspec
 from msgspec import Struct
 
 from policies.backend import UNREACHABLE, Reachability, RedisClient, team_key
-from policies.limits import Bucket, Budget, Limits, LimitStatus, Plan, UsageRecord
-from policies.redis_batch import BatchedScript, ScriptCall
+from policies.limits import Bucket, Budget, Limits, LimitStatus, Plan, Settlement, UsageRecord
+from policies.redis_batch import ScriptCall, ScriptPipe
 from proxy.errors import ServerError
 
 log = logging.getLogger("interlock.policies")
@@ -158,15 +158,16 @@ class RedisLimits(Limits):
         self._retention = retention_s
         self._lifetime = b"%d" % retention_s
         self._reach = reachability or Reachability()
-        self._admit_script = BatchedScript(redis, _ADMIT)
-        self._settle_script = BatchedScript(redis, _SETTLE)
+        # One pipe: a settlement is counted before the admissions this worker makes after it.
+        self._scripts = ScriptPipe(redis)
+        self._admit_script = self._scripts.make(_ADMIT)
+        self._settle_script = self._scripts.make(_SETTLE)
         self._pending: deque[ScriptCall] = deque(maxlen=_PENDING_MAX)
         self._calls: dict[tuple[str, str, str], _Calls] = {}
         self._replaying = asyncio.Lock()
 
     async def close(self) -> None:
-        await self._admit_script.close()
-        await self._settle_script.close()
+        await self._scripts.close()
         await self._redis.aclose()
 
     async def _evaluate(self, plan: Plan, *, dry: bool) -> list[LimitStatus] | None:
@@ -187,7 +188,7 @@ class RedisLimits(Limits):
         parts = reply.split(b";")
         return [_status(label, limit, part) for (label, limit), part in zip(calls.limits, parts, strict=True)]
 
-    async def _account(self, plan: Plan, tokens: int, record: UsageRecord) -> None:
+    def _account(self, plan: Plan, tokens: int, record: UsageRecord) -> Settlement:
         calls = self._calls_of(plan)
         now = self._clock()
         call: ScriptCall = (calls.settle_keys, [repr(now).encode(), b"%d" % tokens, repr(record.cost).encode(),
@@ -196,10 +197,14 @@ class RedisLimits(Limits):
         if self._pending or not self._reach.available():
             # Settlements are sent in order: behind the ones waiting from an outage.
             self._pending.append(call)
-            await self._replay()
-            return
+            return Settlement(self._replay())
+        # Queued on the pipe now, so it runs before any admission made after this returns.
+        posted = self._settle_script.post(*call)
+        return Settlement(self._answered(call, posted.reply), sent=posted.sent)
+
+    async def _answered(self, call: ScriptCall, reply: Awaitable[object]) -> None:
         try:
-            await self._settle_script(*call)
+            await reply
         except UNREACHABLE as exc:
             self._reach.failed("usage accounting", exc)
             self._pending.append(call)

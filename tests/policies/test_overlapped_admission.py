@@ -22,7 +22,7 @@ import redis
 from policies.backend import connect
 from policies.circuit import CircuitBoard
 from policies.gate import Gate
-from policies.limits import LimitStatus, MemoryLimits, Plan, Reservation, plan_limits, spare_requests
+from policies.limits import LimitStatus, MemoryLimits, Plan, Reservation, UsageRecord, plan_limits, spare_requests
 from policies.limits_redis import RedisLimits
 from proxy.auth import Principal
 from proxy.decoding import ResponseRequest, decode_create_request
@@ -149,12 +149,16 @@ def test_rate_limit_headers_report_the_tightest_requests_and_tokens_limit() -> N
 
 # -- through the gateway -------------------------------------------------------------------------
 
+_BUDGET = 5.0
+_OTHERS = "resp_of_another_replica"
+
+
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[RunningGateway]:
     prefix = f"test-overlap-{random.getrandbits(40):x}:"
     base = msgspec.to_builtins(gateway_settings(f"sqlite:///{tmp_path / 'store.db'}", store_prefix=prefix))
     base["limits_store"] = REDIS_URL
-    base["policy"] = {"limits": {"key": {"rpm": 100, "tpm": 1_000_000}}}
+    base["policy"] = {"limits": {"key": {"rpm": 100, "tpm": 1_000_000}, "team": {"daily_budget": _BUDGET}}}
     base["retry"] = {"attempts": 1}
     base["providers"]["down"] = {"dialect": "openai_responses", "base_url": "embedded",
                                  "headers": {"x-sim-fault": "status:503"}}
@@ -175,21 +179,23 @@ def _client(running: RunningGateway) -> httpx.Client:
 
 
 def _drain(running: RunningGateway) -> None:
-    """Another replica takes what is left of the key's rpm: one script call per request, as it would."""
+    """Another replica spends what is left of the team's daily budget: one settlement, as it would.
+    (A budget, not the rpm: a drained rpm refills by one request within 0.6 s, which a slow
+    moment of the machine let the next request find.)"""
 
-    async def take() -> None:
+    async def spend() -> None:
         other = RedisLimits(connect(REDIS_URL), prefix=running.settings.store_prefix)
         chosen = running.gateway.gate.policies.current.policy(Principal(team="team-a", key_name="a"))
         try:
-            while True:
-                await other.admit(chosen, "down")  # the key's rpm counts every model
-        except RateLimited:
-            pass
+            reservation = await other.admit(chosen, "down")
+            await other.settle(reservation, UsageRecord(ts=time.time(), team="team-a", key="a", model="down",
+                                                        deployment="", tier="default", input_tokens=0,
+                                                        cached_tokens=0, output_tokens=0, cost=_BUDGET,
+                                                        latency_ms=1.0, response_id=_OTHERS))
         finally:
             await other.close()
 
-    asyncio.run(take())
-
+    asyncio.run(spend())
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
@@ -206,11 +212,11 @@ def test_a_request_refused_beside_its_upstream_call_gets_the_429_and_nothing_els
         assert refused.status_code == 429, refused.text
         assert refused.headers["content-type"].startswith("application/json")  # no stream was started
         validate_error_body(refused.json())
-        assert refused.json()["error"]["code"] == "rate_limit_exceeded" and "retry-after" in refused.headers
+        assert refused.json()["error"]["code"] == "budget_exceeded" and "retry-after" in refused.headers
         sent = httpx.get(f"{simulator}/_sim/requests").json()
         assert len(sent) == 1, "the upstream call was made beside the admission"
         usage = client.get("/v1/usage").json()
-        assert [record["response_id"] for record in usage["data"]] == [first.json()["id"]]
+        assert [record["response_id"] for record in usage["data"]] == [first.json()["id"], _OTHERS]
 
 
 def test_an_upstream_failure_beside_an_admitted_request_is_settled(gateway: RunningGateway) -> None:
@@ -233,5 +239,6 @@ def test_a_refusal_outranks_the_upstream_failure_it_overlapped(gateway: RunningG
         _drain(gateway)
         refused = client.post("/v1/responses", json={"model": "down", "input": "two"})
         assert refused.status_code == 429, refused.text
-        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
-        assert len(client.get("/v1/usage").json()["data"]) == 1  # the refused request took nothing
+        assert refused.json()["error"]["code"] == "budget_exceeded"
+        records = client.get("/v1/usage").json()["data"]
+        assert [record["response_id"] for record in records][1:] == [_OTHERS]  # the refused request took nothing

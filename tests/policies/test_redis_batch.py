@@ -1,15 +1,18 @@
-"""``BatchedScript`` against the real Redis: a lone call goes out at once, concurrent calls
-share pipelines and each gets its own reply, an unknown script is loaded and its calls sent
-again, an unreachable server fails every waiting call, a caller that leaves takes nothing from
-the others, a slow exchange is cut at the client's timeout without leaving a late reply for the
-next, a connection Redis dropped is replaced at once, and through a Sentinel the batches reach
-the master it names."""
+"""``ScriptPipe`` and ``BatchedScript`` against the real Redis: a lone call goes out at once,
+concurrent calls share pipelines and each gets its own reply, calls of two scripts on one pipe
+run in the order they were made, an unknown script is loaded and its calls sent again, an
+unreachable server fails every waiting call, a caller that leaves takes nothing from the others,
+a slow exchange is cut at the client's timeout without leaving a late reply for the next, a
+connection Redis dropped is replaced at once, and through a Sentinel the batches reach the
+master it names."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -23,7 +26,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from policies.backend import RedisClient, connect, reconnect_once
-from policies.redis_batch import BatchedScript, _packed
+from policies.redis_batch import BatchedScript, ScriptPipe, _packed
 from tests.policies.conftest import REDIS_URL, closed_port
 
 # Increments the key by the argument and returns the new value, so replies tell calls apart.
@@ -51,15 +54,15 @@ async def scripts(redis: Redis) -> AsyncIterator[Scripts]:
 
 
 def _count_batches(script: BatchedScript) -> list[int]:
-    """The size of every batch ``script`` sends, as it sends it."""
+    """The size of every batch ``script``'s pipe sends, as it sends it."""
     sizes: list[int] = []
-    run_all = script.run_all
+    run_all = script.pipe.run_all
 
-    async def counted(calls: Any) -> list[object]:
+    async def counted(calls: Any, **options: Any) -> list[object]:
         sizes.append(len(calls))
-        return await run_all(calls)
+        return await run_all(calls, **options)
 
-    script.run_all = counted  # type: ignore[method-assign]
+    script.pipe.run_all = counted  # type: ignore[method-assign]
     return sizes
 
 
@@ -88,13 +91,13 @@ async def test_a_call_with_nothing_in_flight_goes_out_from_its_own_task(prefix: 
     script = scripts(_COUNT)
     key = "{" + prefix + "}:count"
     sent_from: list[asyncio.Task[Any] | None] = []
-    run_all = script.run_all
+    run_all = script.pipe.run_all
 
-    async def spy(calls: Any) -> list[object]:
+    async def spy(calls: Any, **options: Any) -> list[object]:
         sent_from.append(asyncio.current_task())
-        return await run_all(calls)
+        return await run_all(calls, **options)
 
-    script.run_all = spy  # type: ignore[method-assign]
+    script.pipe.run_all = spy  # type: ignore[method-assign]
     caller = asyncio.ensure_future(script([key], [1]))
     assert await caller == 1
     assert sent_from == [caller]
@@ -111,6 +114,68 @@ async def test_run_all_beside_the_calls_shares_the_connection_in_turn(redis: Red
     assert all(isinstance(reply, int) for reply in [*replayed, *replies])
     assert len({*replayed, *replies}) == 25  # every reply a different running total
     assert await redis.get(key) == b"5020"
+
+
+_PUSH = "return redis.call('RPUSH', KEYS[1], ARGV[1])"
+_PUSH_MARKED = "return redis.call('RPUSH', KEYS[1], 'marked ' .. ARGV[1])"
+
+
+async def test_calls_of_two_scripts_on_one_pipe_run_in_the_order_they_were_made(redis: Redis, prefix: str) -> None:
+    """What lets a settlement the reply did not wait for still count before the next admission:
+    whichever script a call is of, and whether it goes alone or in a batch, Redis runs it after
+    every call made before it."""
+    pipe = ScriptPipe(redis)
+    push, marked = pipe.make(_PUSH), pipe.make(_PUSH_MARKED)
+    for source in (_PUSH, _PUSH_MARKED):  # a script the server must load first runs after its batch
+        await redis.script_load(source)
+    key = "{" + prefix + "}:log"
+    sizes = _count_batches(push)
+    try:
+        made = [(marked, f"marked {step}") if step % 3 == 1 else (push, str(step)) for step in range(30)]
+        await asyncio.gather(*(script([key], [text.removeprefix("marked ")]) for script, text in made))
+        assert [item.decode() for item in await redis.lrange(key, 0, -1)] == [text for _, text in made]
+        assert len(sizes) < 30 and max(sizes) > 1  # batched, each batch mixing both scripts
+    finally:
+        await pipe.close()
+
+
+async def test_a_posted_call_is_sent_before_its_reply_comes(prefix: str, scripts: Scripts) -> None:
+    script = scripts(_SPIN)
+    posted = script.post(["{" + prefix + "}:spin"], [300])
+    await asyncio.wait_for(posted.sent, 0.2)
+    assert not posted.reply.done()  # the server is still running it
+    assert await posted.reply == b"300"
+
+
+_KILLED_AFTER_SENT = """
+import asyncio, os, signal, sys
+from redis.asyncio import Redis
+from policies.redis_batch import ScriptPipe
+
+async def main() -> None:
+    push = ScriptPipe(Redis.from_url(sys.argv[1])).make(sys.argv[2])
+    posted = [push.post([sys.argv[3]], [str(step)]) for step in range(50)]
+    await posted[-1].sent
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+async def test_calls_sent_are_run_by_redis_when_the_process_is_killed_right_after(redis: Redis, prefix: str) -> None:
+    """What ``sent`` promises the reply to a client: a replica SIGKILLed the moment after it
+    loses none of the calls (here 50 in one batch, written by the pipe's sender task)."""
+    await redis.script_load(_PUSH)
+    for attempt in range(3):
+        key = "{" + prefix + "}:killed:" + str(attempt)
+        killed = await asyncio.create_subprocess_exec(sys.executable, "-c", _KILLED_AFTER_SENT, REDIS_URL, _PUSH,
+                                                      key, cwd=Path(__file__).resolve().parents[2])
+        assert await killed.wait() == -signal.SIGKILL
+        for _ in range(100):  # the server may still be reading what the kernel delivered
+            if await redis.llen(key) == 50:
+                break
+            await asyncio.sleep(0.01)
+        assert [int(item) for item in await redis.lrange(key, 0, -1)] == list(range(50))
 
 
 async def test_a_script_the_server_forgot_is_loaded_again(redis: Redis, prefix: str, scripts: Scripts) -> None:
@@ -244,4 +309,5 @@ async def test_each_key_list_is_packed_once_and_calls_differing_in_arguments_get
     assert await script([key], [b"b"]) == [key.encode(), b"b", 1]  # a list of the same keys: the same head
     assert await script((key,), [b"c", 2]) == [key.encode(), b"c", 2]
     assert await script((key + "2",), [b"d"]) == [(key + "2").encode(), b"d", 1]
-    assert sorted(script._heads) == [((key,), 1), ((key,), 2), ((key + "2",), 1)]
+    sha = script.sha
+    assert sorted(script.pipe._heads) == [(sha, (key,), 1), (sha, (key,), 2), (sha, (key + "2",), 1)]
