@@ -203,7 +203,7 @@ class BatchedScript:
     def __init__(self, redis: RedisClient | ScriptPipe, source: str) -> None:
         self.pipe = redis if isinstance(redis, ScriptPipe) else ScriptPipe(redis)
         self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()  # what Redis names it by
 
     async def close(self) -> None:
         await self.pipe.close()
