@@ -297,7 +297,7 @@ class _Done:
         yield from ()
 
 
-DONE = _Done()
+_DONE = _Done()
 
 
 class Settlement:
@@ -306,7 +306,7 @@ class Settlement:
 
     __slots__ = ("_answer", "sent")
 
-    def __init__(self, answer: Awaitable[None], *, sent: Awaitable[None] = DONE) -> None:
+    def __init__(self, answer: Awaitable[None], *, sent: Awaitable[None] = _DONE) -> None:
         self._answer = answer
         self.sent = sent
         """Done once the store has the settlement whatever happens to this process: at once in
@@ -317,7 +317,7 @@ class Settlement:
         return self._answer.__await__()
 
 
-_COUNTED = Settlement(DONE)
+_COUNTED = Settlement(_DONE)
 
 
 def bucket_level(level: float | None, since: float | None, capacity: int, now: float) -> float:
