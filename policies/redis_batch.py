@@ -131,16 +131,16 @@ class ScriptPipe:
                 try:
                     replies = await self.run_all([call for call, _ in batch], on_sent=sent)
                 except asyncio.CancelledError:
+                    sent()  # or failed to be: the reply says which
                     for each in posted:
                         each.reply.cancel()
                     raise
                 except Exception as exc:
+                    sent()
                     for each in posted:
                         if not each.reply.done():
                             each.reply.set_exception(exc)
                     continue
-                finally:
-                    sent()  # or failed to be: the reply says which
                 for each, result in zip(posted, replies, strict=True):
                     if each.reply.done():  # its caller left
                         continue
@@ -175,7 +175,10 @@ class ScriptPipe:
             pipe = self._redis.pipeline(transaction=False)
             for script, keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
+            replies = list(await pipe.execute(raise_on_error=False))
+            if on_sent is not None:  # no earlier moment is seen through redis-py's pipeline
+                on_sent()
+            return replies
         packed = b"".join([self._head(script.sha, keys, len(args)) + _packed(args) for script, keys, args in calls])
         if self._connection is None:
             self._connection = self._redis.connection_pool.make_connection()
