@@ -18,13 +18,13 @@ from proxy.telemetry import configure_logging, log_config
 def app_from_env() -> Litestar:
     """uvicorn factory: each worker process loads the config named by ``INTERLOCK_CONFIG``."""
     from proxy.app import create_app
-    from proxy.runtime import tune_gc
+    from proxy.runtime import dump_stacks_on_signal, tune_gc
 
     path = default_config_path()
     app = create_app(load_settings(path), config_path=path)
-    # Here, not in create_app: a worker process tunes its collector once; gateways embedded in
-    # another process (tests) leave the host's alone.
-    app.on_startup.append(tune_gc)
+    # Here, not in create_app: a worker process tunes its collector and takes SIGUSR1 once;
+    # gateways embedded in another process (tests) leave the host's alone.
+    app.on_startup.extend([tune_gc, dump_stacks_on_signal])
     return app
 
 

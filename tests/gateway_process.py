@@ -44,9 +44,17 @@ class GatewayProcess:
         return self.process.pid
 
     def terminate(self, timeout: float = 60) -> int:
-        """SIGTERM, as an orchestrator stops a replica; waits for the exit and returns its code."""
+        """SIGTERM, as an orchestrator stops a replica; waits for the exit and returns its code.
+        A replica still running after ``timeout`` fails the test with what it was doing (its
+        stacks, which it logs on SIGUSR1) and the end of its log."""
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            raise AssertionError(f"the gateway did not exit within {timeout} s of SIGTERM; its log ends:\n"
+                                 f"{self.log()[-20000:]}") from None
 
     def kill(self) -> None:
         """SIGKILL: the replica dies at once, without cleaning anything up."""

@@ -1,5 +1,6 @@
 """Replicas sharing one Redis: a response made through one is read and continued through another
-at once, and a replica stopped with SIGTERM finishes the streams it has open before it exits."""
+at once, a replica stopped with SIGTERM finishes the streams it has open before it exits, and a
+replica asked with SIGUSR1 logs what it is doing."""
 
 from __future__ import annotations
 
@@ -83,3 +84,17 @@ def test_sigterm_lets_open_streams_finish(config: Path) -> None:
         with pytest.raises(httpx.ConnectError):
             httpx.get(leaving.base_url + "/readyz", timeout=2)
         assert httpx.get(staying.base_url + "/readyz", timeout=5).status_code == 200
+
+
+def test_sigusr1_logs_every_task_and_thread_stack(config: Path) -> None:
+    with spawn_gateway(config) as gateway:
+        httpx.get(gateway.base_url + "/readyz", timeout=10).raise_for_status()
+        gateway.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while "stacks of the" not in gateway.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        log = gateway.log()
+        # Still serving: the signal only reports.
+        assert httpx.get(gateway.base_url + "/readyz", timeout=10).status_code == 200
+    assert "Current thread" in log  # faulthandler's dump of the threads
+    assert "SIGUSR1: stacks of the" in log and "policy watch" in log  # the loop's tasks, by name
