@@ -266,6 +266,20 @@ async def test_concurrent_saves_are_all_readable(store: ResponseStore) -> None:
     }
 
 
+async def test_a_conversation_of_ten_thousand_items_is_saved_indexed_and_deleted(store: ResponseStore) -> None:
+    # More ids than one Lua unpack takes (about 8,000): the Redis save adds them in parts.
+    history = [user_message(f"in_{n}", f"turn {n}") for n in range(10_000)]
+    await store.save("team-a", make_response("resp_1", [assistant_message("out_1")]), history)
+
+    loaded = await store.load("team-a", "resp_1")
+    assert loaded is not None and loaded.input_items == history
+    picked = ["in_0", "in_4999", "in_9999", "out_1"]
+    assert sorted(await store.get_items("team-a", picked)) == sorted(picked)
+
+    assert await store.delete("team-a", "resp_1")
+    assert await store.get_items("team-a", picked) == {}
+
+
 async def test_a_two_megabyte_item_round_trips(store: ResponseStore) -> None:
     big = user_message("msg_big", "x" * (2 * 1024 * 1024))
     await store.save("team-a", make_response("resp_1", [assistant_message("msg_out")]), [big])
