@@ -78,6 +78,9 @@ end
 return 1
 """
 
+# KEYS: the response hash. What ``load`` reads, as a script so that it goes through the saves' pipe.
+_LOAD_SCRIPT = "return redis.call('HMGET', KEYS[1], 'response', 'input')"
+
 # KEYS: the response hash, its item-id set. ARGV: the response id, the team's item key prefix.
 # It runs in Redis so that checking an index entry's owner and deleting it cannot race a save.
 _DELETE_SCRIPT = """
@@ -188,6 +191,7 @@ class RedisStore:
         self._client: Redis | None = None
         self._followers: Redis | None = None
         self._save: BatchedScript | None = None
+        self._load: BatchedScript | None = None
 
     async def start(self) -> None:
         # Connections open on first use; /readyz reports an unreachable server through ping.
@@ -196,11 +200,12 @@ class RedisStore:
         self._client = Redis.from_pool(connection_pool(self._url, _MAX_CONNECTIONS))  # it closes its pool
         self._followers = Redis.from_pool(connection_pool(self._url, _MAX_FOLLOWERS))
         self._save = BatchedScript(self._client, _SAVE_SCRIPT)
+        self._load = self._save.pipe.make(_LOAD_SCRIPT)
 
     async def close(self) -> None:
         if self._save is not None:
-            await self._save.close()
-            self._save = None
+            await self._save.close()  # the pipe of both scripts
+            self._save = self._load = None
         for client in (self._client, self._followers):
             if client is not None:
                 await client.aclose()
@@ -226,7 +231,9 @@ class RedisStore:
         await self._save(keys, args)
 
     async def load(self, team: str, response_id: str) -> StoredResponse | None:
-        fields = await self._redis.hmget(self._key("resp", team, response_id), ["response", "input"])
+        if self._load is None:
+            raise RuntimeError("RedisStore is not started")
+        fields = await self._load([self._key("resp", team, response_id)], [])
         body, inputs = cast(list[bytes | None], fields)
         if body is None or inputs is None:
             return None
