@@ -245,7 +245,9 @@ async def test_list_input_items_of_an_absent_response_is_none(store: ResponseSto
 
 
 async def test_concurrent_saves_are_all_readable(store: ResponseStore) -> None:
-    # More at once than the Redis pool's connections: the pool must wait, not fail.
+    # More saves and loads at once than one pipeline of the Redis store's pipe takes (they go out
+    # in several, each answered to its own caller), and more listings than its pool has
+    # connections (the pool must wait, not fail).
     saved = {
         f"resp_{n}": (
             make_response(f"resp_{n}", [assistant_message(f"out_{n}", f"answer {n}")]),
@@ -260,6 +262,9 @@ async def test_concurrent_saves_are_all_readable(store: ResponseStore) -> None:
     assert loaded == [
         StoredResponse(team="team-a", response=response, input_items=[item]) for response, item in saved.values()
     ]
+    listed = await asyncio.gather(*(store.list_input_items("team-a", response_id, limit=10, order="asc", after=None)
+                                    for response_id in saved))
+    assert listed == [([item], False) for _, item in saved.values()]
     out_ids = [f"out_{n}" for n in range(50)]
     assert await store.get_items("team-a", out_ids) == {
         f"out_{n}": assistant_message(f"out_{n}", f"answer {n}") for n in range(50)
