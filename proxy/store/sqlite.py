@@ -5,6 +5,10 @@ connection; one thread also serialises this process's writes, which SQLite wants
 encoded on the event loop, so a save stores the objects as they were when it was called, and
 decoded there too; the worker only moves bytes.
 
+Saves are on the path of nearly every reply (``store`` defaults to true), so the saves made while
+the worker writes earlier ones go to it together, in one transaction, each in a savepoint of its
+own so that one that fails fails alone: a thread hop and a commit per group, not per save.
+
 Followers of an event log are woken by this process's appends at once; appends by another
 process sharing the file are seen by polling.
 """
@@ -37,6 +41,8 @@ from proxy.store.base import (
 )
 
 _T = TypeVar("_T")
+_Save = tuple[str, str, int, bytes, list[EncodedItem], list[EncodedItem]]
+"""A save's team, response id, creation time, response JSON, input and output items."""
 _Args = TypeVarTuple("_Args")
 
 _POLL_S = 0.25
@@ -99,6 +105,10 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._appended: dict[tuple[str, str], asyncio.Event] = {}
         """Per followed log, set (and dropped) when this process appends to it."""
+        self._saves: list[tuple[_Save, asyncio.Future[None]]] = []
+        """Saves not yet handed to the worker thread (``_write_saves``)."""
+        self._writer: asyncio.Future[None] | None = None
+        """Done once the saves being written are: a lone save's, or ``_write_saves``."""
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interlock-sqlite")
@@ -108,6 +118,8 @@ class SqliteStore:
     async def close(self) -> None:
         if self._executor is None:
             return
+        while self._writer is not None:  # the saves already made are written first
+            await asyncio.wait([self._writer])
         if self._conn is not None:
             await self._call(sqlite3.Connection.close)
         # The worker is idle now that the close ran, so this does not wait.
@@ -125,7 +137,48 @@ class SqliteStore:
     async def save(self, team: str, response: ResponseResource, input_items: list[Item]) -> None:
         inputs = encode_items(input_items)
         outputs = encode_items(response.output)
-        await self._call(_save, team, response.id, response.created_at, encode(response), inputs, outputs)
+        save: _Save = (team, response.id, response.created_at, encode(response), inputs, outputs)
+        loop = asyncio.get_running_loop()
+        if self._writer is not None:
+            done = loop.create_future()
+            self._saves.append((save, done))
+            await done
+            return
+        # Nothing being written: this one goes at once, alone, from this task (no task to start).
+        self._writer = writing = loop.create_future()
+        try:
+            await self._call(_save_alone, *save)
+        finally:
+            self._writer = loop.create_task(self._write_saves()) if self._saves else None
+            writing.set_result(None)
+
+    async def _write_saves(self) -> None:
+        """Write the waiting saves, all of them at each turn of the worker, until none wait."""
+        batch: list[tuple[_Save, asyncio.Future[None]]] = []
+        try:
+            while self._saves:
+                batch, self._saves = self._saves, []
+                saves = [save for save, _ in batch]
+                try:
+                    if len(saves) == 1:  # alone: no savepoint needed
+                        await self._call(_save_alone, *saves[0])
+                        failures: list[Exception | None] = [None]
+                    else:
+                        failures = await self._call(_save_all, saves)
+                except Exception as exc:  # a lone save's, or the group's BEGIN or COMMIT (busy, disk full)
+                    failures = [exc] * len(batch)
+                for (_, done), failure in zip(batch, failures, strict=True):
+                    if done.done():  # its caller left
+                        continue
+                    if failure is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(failure)
+        finally:
+            self._writer = None
+            for _, done in batch + self._saves:  # only when cancelled: nothing will answer these
+                done.cancel()
+            self._saves = []
 
     async def load(self, team: str, response_id: str) -> StoredResponse | None:
         found = await self._call(_load, team, response_id)
@@ -218,6 +271,33 @@ def _ping(conn: sqlite3.Connection) -> None:
     conn.execute("SELECT 1").fetchone()
 
 
+def _save_alone(conn: sqlite3.Connection, *save: *_Save) -> None:
+    with conn:
+        _save(conn, *save)
+
+
+def _save_all(conn: sqlite3.Connection, saves: list[_Save]) -> list[Exception | None]:
+    """The saves in one transaction, each in a savepoint: what each one failed with, or None."""
+    failures: list[Exception | None] = []
+    conn.execute("BEGIN")
+    try:
+        for save in saves:
+            conn.execute("SAVEPOINT save")
+            try:
+                _save(conn, *save)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO save")
+                failures.append(exc)
+            else:
+                failures.append(None)
+            conn.execute("RELEASE save")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return failures
+
+
 def _save(
     conn: sqlite3.Connection,
     team: str,
@@ -227,21 +307,20 @@ def _save(
     inputs: list[EncodedItem],
     outputs: list[EncodedItem],
 ) -> None:
-    with conn:
-        conn.execute(
-            "INSERT OR REPLACE INTO responses (team, id, created_at, body) VALUES (?, ?, ?, ?)",
-            (team, response_id, created_at, body),
-        )
-        conn.execute("DELETE FROM input_items WHERE team = ? AND response_id = ?", (team, response_id))
-        conn.executemany(
-            "INSERT INTO input_items (team, response_id, position, item_id, body) VALUES (?, ?, ?, ?, ?)",
-            [(team, response_id, position, item.id, item.body) for position, item in enumerate(inputs)],
-        )
-        # Rows go in input-then-output order, so an id repeated within one save keeps its last form.
-        conn.executemany(
-            "INSERT OR REPLACE INTO items (team, item_id, response_id, body) VALUES (?, ?, ?, ?)",
-            [(team, item.id, response_id, item.body) for item in inputs + outputs if item.indexed],
-        )
+    conn.execute(
+        "INSERT OR REPLACE INTO responses (team, id, created_at, body) VALUES (?, ?, ?, ?)",
+        (team, response_id, created_at, body),
+    )
+    conn.execute("DELETE FROM input_items WHERE team = ? AND response_id = ?", (team, response_id))
+    conn.executemany(
+        "INSERT INTO input_items (team, response_id, position, item_id, body) VALUES (?, ?, ?, ?, ?)",
+        [(team, response_id, position, item.id, item.body) for position, item in enumerate(inputs)],
+    )
+    # Rows go in input-then-output order, so an id repeated within one save keeps its last form.
+    conn.executemany(
+        "INSERT OR REPLACE INTO items (team, item_id, response_id, body) VALUES (?, ?, ?, ?)",
+        [(team, item.id, response_id, item.body) for item in inputs + outputs if item.indexed],
+    )
 
 
 def _load(conn: sqlite3.Connection, team: str, response_id: str) -> tuple[bytes, list[bytes]] | None:

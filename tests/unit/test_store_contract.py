@@ -7,10 +7,11 @@ fails them rather than skipping them. Each test gets its own key prefix and remo
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -20,6 +21,7 @@ from proxy.schema.content import InputText, OutputText
 from proxy.schema.items import Item, ItemReference, Message, OpaqueItem, OutputItem
 from proxy.schema.response import ResponseResource, ResponseStatus, Usage
 from proxy.store import RedisStore, ResponseStore, SqliteStore, StoredResponse, open_store
+from proxy.store import sqlite as sqlite_store
 from proxy.store.base import EventLog, EventLogState, LoggedEvent, Order
 from proxy.store.redis import THIRTY_DAYS
 
@@ -480,6 +482,58 @@ async def test_sqlite_creates_parent_directories_and_persists(tmp_path: Path) ->
 
     assert loaded is not None
     assert loaded.input_items == [user_message("msg_1")]
+
+
+async def test_sqlite_saves_made_together_commit_together_and_fail_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    groups: list[int] = []
+    save_all, save_one = sqlite_store._save_all, sqlite_store._save
+
+    def counted(conn: sqlite3.Connection, saves: list[sqlite_store._Save]) -> list[Exception | None]:
+        groups.append(len(saves))
+        return save_all(conn, saves)
+
+    def failing_one(conn: sqlite3.Connection, team: str, response_id: str, *rest: Any) -> None:
+        save_one(conn, team, response_id, *rest)  # written, then undone by its savepoint
+        if response_id == "resp_13":
+            raise sqlite3.IntegrityError("a save that fails")
+
+    monkeypatch.setattr(sqlite_store, "_save_all", counted)
+    monkeypatch.setattr(sqlite_store, "_save", failing_one)
+    store = SqliteStore(str(tmp_path / "store.db"))
+    await store.start()
+    try:
+        outcomes = await asyncio.gather(*(
+            store.save("team-a", make_response(f"resp_{n}", [assistant_message(f"out_{n}")]), [user_message(f"in_{n}")])
+            for n in range(100)), return_exceptions=True)
+        loaded = await asyncio.gather(*(store.load("team-a", f"resp_{n}") for n in range(100)))
+    finally:
+        await store.close()
+
+    assert [n for n, outcome in enumerate(outcomes) if outcome is not None] == [13]
+    assert isinstance(outcomes[13], sqlite3.IntegrityError)
+    assert [n for n, found in enumerate(loaded) if found is None] == [13]
+    # The first goes at once, alone; the 99 made while it was written go to the worker as one
+    # group, one transaction, not 99.
+    assert groups == [99]
+
+
+async def test_sqlite_close_writes_the_saves_already_made(tmp_path: Path) -> None:
+    path = str(tmp_path / "store.db")
+    store = SqliteStore(path)
+    await store.start()
+    saves = [asyncio.ensure_future(store.save("team-a", make_response(f"resp_{n}"), [user_message(f"in_{n}")]))
+             for n in range(50)]
+    await asyncio.sleep(0)  # all fifty made, the first one being written
+    await store.close()
+    assert all(save.done() and save.exception() is None for save in saves)
+
+    reopened = SqliteStore(path)
+    await reopened.start()
+    try:
+        assert all([await reopened.load("team-a", f"resp_{n}") for n in range(50)])
+    finally:
+        await reopened.close()
 
 
 async def test_sqlite_ping_is_false_once_closed(tmp_path: Path) -> None:
