@@ -291,9 +291,10 @@ class Gate:
             latency_ms=(time.monotonic() - ticket.started) * 1000, response_id=response_id)
         usage_recorded(record)
         settlement = self.limits.settle(await ticket.confirm(), record)
-        task = asyncio.ensure_future(self._account(settlement, record))
-        self._accounting.add(task)
-        task.add_done_callback(self._accounting.discard)
+        if not settlement.answered:
+            task = asyncio.ensure_future(self._account(settlement, record))
+            self._accounting.add(task)
+            task.add_done_callback(self._accounting.discard)
         await settlement.sent
         return record
 

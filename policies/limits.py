@@ -313,6 +313,11 @@ class Settlement:
         memory; in Redis once its bytes are handed to the kernel (the reply to the client waits
         for this, so a replica killed right after a response still counts it)."""
 
+    @property
+    def answered(self) -> bool:
+        """Whether the store has answered already (in memory: at once), so nothing is left to await."""
+        return self._answer is _DONE
+
     def __await__(self) -> Generator[Any, None, None]:
         return self._answer.__await__()
 

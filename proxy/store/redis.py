@@ -218,6 +218,8 @@ class RedisStore:
             return False
 
     async def save(self, team: str, response: ResponseResource, input_items: list[Item]) -> None:
+        if self._save is None:
+            raise RuntimeError("RedisStore is not started")
         inputs = encode_items(input_items)
         # In input-then-output order, so an id repeated within one save keeps its last form.
         indexed = [item for item in inputs + encode_items(response.output) if item.indexed]
@@ -226,8 +228,6 @@ class RedisStore:
         args: list[str | int | bytes] = [encode(response), _json_array(inputs), self._ttl or 0, response.id]
         for item in indexed:
             args += [item.id, item.body]
-        if self._save is None:
-            raise RuntimeError("RedisStore is not started")
         await self._save(keys, args)
 
     async def load(self, team: str, response_id: str) -> StoredResponse | None:
