@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -203,3 +205,20 @@ def test_callgrind_counts_each_batch_of_requests_apart(tmp_path: Path) -> None:
     assert ten > 10 * 10_000, "a request of a Python HTTP server is well over 10,000 instructions"
     assert abs(again - ten) / ten < 0.03
     assert abs(twenty / 2 - ten) / ten < 0.03
+
+
+def test_offline_bundle_script_names_its_verbs_and_asks_for_a_bundle_first(tmp_path: Path) -> None:
+    """``scripts/bench-offline.sh`` runs where no package index is reachable: without its bundle
+    it says how to make one instead of failing half-way through an install."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench-offline.sh"
+    (tmp_path / "scripts").mkdir()
+    copy = tmp_path / "scripts" / script.name
+    shutil.copy(script, copy)
+    usage = subprocess.run(["bash", str(copy)], capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 2
+    assert "pack [PYTHON_VERSION]" in usage.stderr and "run [ARGS]" in usage.stderr
+    run = subprocess.run(["bash", str(copy), "run"], capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "OUT": str(tmp_path / "out")})
+    assert run.returncode == 2
+    assert "no .bench-offline/: run 'bash scripts/bench-offline.sh pack'" in run.stderr
+    assert not (tmp_path / "out").exists()
