@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -20,7 +21,7 @@ from msgspec import UNSET, Struct
 from policies.backend import Reachability, connect, limits_store_url
 from policies.catalogue import CatalogueModel
 from policies.circuit import CircuitBoard
-from policies.limits import Limits, MemoryLimits, Reservation, Settlement, UsageRecord, plan_limits
+from policies.limits import Limits, MemoryLimits, Reservation, UsageRecord, plan_limits
 from policies.limits_redis import RedisLimits
 from policies.resolve import ResolvedPolicy
 from policies.router import Candidate, CircuitLookup, Route, route
@@ -89,6 +90,12 @@ class Ticket(Struct, kw_only=True):
             # settlement still needs.
             self.reservation = await asyncio.shield(self.admission)
         return self.reservation
+
+    @property
+    def answered(self) -> bool:
+        """Whether the admission has answered (either way): ``confirm`` then returns or raises
+        without waiting."""
+        return self.reservation is not None or (self.admission is not None and self.admission.done())
 
     @property
     def refusal(self) -> GatewayError | None:
@@ -195,7 +202,7 @@ class Gate:
         self.circuits = circuits
         self._rng = rng
         self._tasks: list[asyncio.Task[None]] = []
-        self._accounting: set[asyncio.Task[None]] = set()
+        self._accounting: set[asyncio.Future[None]] = set()
         """Settlements still being counted against the limits (see ``settle``)."""
 
     @classmethod
@@ -291,19 +298,18 @@ class Gate:
             latency_ms=(time.monotonic() - ticket.started) * 1000, response_id=response_id)
         usage_recorded(record)
         settlement = self.limits.settle(await ticket.confirm(), record)
-        if not settlement.answered:
-            task = asyncio.ensure_future(self._account(settlement, record))
-            self._accounting.add(task)
-            task.add_done_callback(self._accounting.discard)
+        answer = settlement.answer
+        if answer is not None:
+            self._accounting.add(answer)
+            answer.add_done_callback(functools.partial(self._answered, record))
         await settlement.sent
         return record
 
-    @staticmethod
-    async def _account(settlement: Settlement, record: UsageRecord) -> None:
-        try:
-            await settlement
-        except Exception:  # the response is already the client's; a lost record must not fail it
-            log.exception("could not record the usage of response %s", record.response_id)
+    def _answered(self, record: UsageRecord, answer: asyncio.Future[None]) -> None:
+        self._accounting.discard(answer)
+        error = None if answer.cancelled() else answer.exception()
+        if error is not None:  # the response is already the client's; a lost record must not fail it
+            log.error("could not record the usage of response %s", record.response_id, exc_info=error)
 
     async def accounted(self) -> None:
         """Wait until every settlement begun so far is counted against the limits."""

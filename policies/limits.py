@@ -12,7 +12,7 @@ and ``monthly_budget`` cap spend per UTC day and calendar month.
   spend counters the cost at the served tier, and a usage record is kept. So a budget can be
   overrun by the requests in flight when it is reached, and tpm by one response's tokens. It
   returns a ``Settlement`` at once, already ordered before any later admission of this process:
-  ``sent`` once the store has it for good, awaiting it for the store's answer.
+  ``sent`` once the store has it for good, ``answer`` once it has answered.
 - ``usage()``: the records of a team in a time range, for the admin endpoint.
 - ``may_overlap()``: whether a request's admission may run beside its upstream call rather than
   before it (``policies.gate``). Only where admitting is a round trip to a shared store, and only
@@ -27,6 +27,7 @@ shares it through Redis and applies the policy's fail mode when Redis is unreach
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from abc import ABC, abstractmethod
@@ -209,7 +210,7 @@ class Limits(ABC):
     def settle(self, reservation: Reservation, record: UsageRecord) -> Settlement:
         """Count the response's tokens and cost and keep its usage record. Every ``admit`` and
         ``peek`` this process makes after the call counts it, whether or not the settlement
-        (which must be awaited) has its answer yet."""
+        has its answer yet."""
         taken = 0 if reservation.degraded else reservation.plan.reserved  # degraded: nothing was reserved
         return self._account(reservation.plan, record.input_tokens + record.output_tokens - taken, record)
 
@@ -301,28 +302,26 @@ _DONE = _Done()
 
 
 class Settlement:
-    """A settlement under way (``Limits.settle``): awaiting it waits for the limits store's
-    answer."""
+    """A settlement under way (``Limits.settle``)."""
 
-    __slots__ = ("_answer", "sent")
+    __slots__ = ("answer", "sent")
 
-    def __init__(self, answer: Awaitable[None], *, sent: Awaitable[None] = _DONE) -> None:
-        self._answer = answer
+    def __init__(self, answer: asyncio.Future[None] | None, *, sent: Awaitable[None] = _DONE) -> None:
+        self.answer = answer
+        """Done once the store has counted it (one it could not reach is kept for a replay, not
+        raised); ``None`` where it was counted at once (in memory). A future rather than a
+        coroutine, so nothing needs a task of its own to wait for it."""
         self.sent = sent
         """Done once the store has the settlement whatever happens to this process: at once in
         memory; in Redis once its bytes are handed to the kernel (the reply to the client waits
         for this, so a replica killed right after a response still counts it)."""
 
-    @property
-    def answered(self) -> bool:
-        """Whether the store has answered already (in memory: at once), so nothing is left to await."""
-        return self._answer is _DONE
-
     def __await__(self) -> Generator[Any, None, None]:
-        return self._answer.__await__()
+        """Wait for the store's answer."""
+        return (_DONE if self.answer is None else self.answer).__await__()
 
 
-_COUNTED = Settlement(_DONE)
+_COUNTED = Settlement(None)
 
 
 def bucket_level(level: float | None, since: float | None, capacity: int, now: float) -> float:

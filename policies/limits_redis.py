@@ -17,11 +17,12 @@ bounded queue, replayed in order once Redis answers again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import cast
 
 import msgspec
@@ -197,20 +198,30 @@ class RedisLimits(Limits):
         if self._pending or not self._reach.available():
             # Settlements are sent in order: behind the ones waiting from an outage.
             self._pending.append(call)
-            return Settlement(self._replay())
+            return Settlement(asyncio.ensure_future(self._replay()))
         # Queued on the pipe now, so it runs before any admission made after this returns.
         posted = self._settle_script.post(*call)
-        return Settlement(self._answered(call, posted.reply), sent=posted.sent)
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        posted.reply.add_done_callback(functools.partial(self._answered, call, answer))
+        return Settlement(answer, sent=posted.sent)
 
-    async def _answered(self, call: ScriptCall, reply: Awaitable[object]) -> None:
-        try:
-            await reply
-        except UNREACHABLE as exc:
-            self._reach.failed("usage accounting", exc)
+    def _answered(self, call: ScriptCall, answer: asyncio.Future[None], reply: asyncio.Future[object]) -> None:
+        """The store's reply to a settlement: counted, or kept for a replay where the store could
+        not be reached."""
+        if reply.cancelled():
+            answer.cancel()
+            return
+        error = reply.exception()
+        if isinstance(error, UNREACHABLE):
+            self._reach.failed("usage accounting", error)
             self._pending.append(call)
             log.warning("%d usage settlements wait for the limits store", len(self._pending))
+        elif error is not None:
+            answer.set_exception(error)
             return
-        self._reach.succeeded()
+        else:
+            self._reach.succeeded()
+        answer.set_result(None)
 
     def _calls_of(self, plan: Plan) -> _Calls:
         """The keys and plans of ``plan``'s script calls, kept while its policy and day last."""

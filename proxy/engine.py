@@ -407,7 +407,11 @@ class Engine:
         finally:
             await opened.upstream.aclose()
             # A client that leaves mid-stream closes this generator: what was used is still counted.
-            await asyncio.shield(self._settle(turn))
+            # Once the admission has answered, settling hands the settlement to the limits before
+            # its first wait, so leaving cannot cut it short; until then it runs in a task of its
+            # own, shielded.
+            settling = self._settle(turn)
+            await (settling if turn.ticket.answered else asyncio.shield(settling))
         if turn.store:
             await self._save(turn)
         yield terminal

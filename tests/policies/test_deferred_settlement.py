@@ -50,7 +50,7 @@ class HeldLimits(MemoryLimits):
 
     def _account(self, plan: Plan, tokens: int, record: UsageRecord) -> Settlement:
         super()._account(plan, tokens, record)
-        return Settlement(self._answer(), sent=self.handed.wait())
+        return Settlement(asyncio.ensure_future(self._answer()), sent=self.handed.wait())
 
     async def _answer(self) -> None:
         await self.release.wait()
