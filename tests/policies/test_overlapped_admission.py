@@ -163,6 +163,9 @@ def gateway(tmp_path: Path) -> Iterator[RunningGateway]:
     base["providers"]["down"] = {"dialect": "openai_responses", "base_url": "embedded",
                                  "headers": {"x-sim-fault": "status:503"}}
     base["models"]["down"] = {"deployments": [{"provider": "down", "model": "sim-1"}]}
+    base["providers"]["slow"] = {"dialect": "openai_responses", "base_url": "embedded",
+                                 "headers": {"x-sim-token-delay-ms": "50"}}
+    base["models"]["slow"] = {"deployments": [{"provider": "slow", "model": "sim-1"}]}
     try:
         with serve(msgspec.convert(base, Settings)) as running:
             yield running
@@ -242,3 +245,28 @@ def test_a_refusal_outranks_the_upstream_failure_it_overlapped(gateway: RunningG
         assert refused.json()["error"]["code"] == "budget_exceeded"
         records = client.get("/v1/usage").json()["data"]
         assert [record["response_id"] for record in records][1:] == [_OTHERS]  # the refused request took nothing
+
+
+def test_a_client_that_leaves_mid_stream_is_still_charged(gateway: RunningGateway) -> None:
+    """The first request's admission is waited for, the second's runs beside its upstream call;
+    either way the settlement is made in the request's own task once the client has gone."""
+    left = []
+    with _client(gateway) as client:
+        for _ in range(2):
+            body = {"model": "slow", "input": " ".join(["word"] * 40), "stream": True}
+            with client.stream("POST", "/v1/responses", json=body) as reply:
+                assert reply.status_code == 200
+                for line in reply.iter_lines():
+                    if line.startswith("data: "):
+                        event = json.loads(line[6:])
+                        if event["type"] == "response.created":
+                            left.append(event["response"]["id"])
+                        if event["type"] == "response.output_text.delta":
+                            break  # leave, with about 40 deltas still to come
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            charged = [record["response_id"] for record in client.get("/v1/usage").json()["data"]]
+            if charged == left:
+                break
+            time.sleep(0.1)
+        assert len(left) == 2 and charged == left
