@@ -111,7 +111,45 @@ def test_labelled_children_are_the_metrics_own_and_looked_up_once() -> None:
     child = metrics.labelled(metrics.TOOL_EXECUTIONS, "labelled-probe", "ok")
     assert child is metrics.labelled(metrics.TOOL_EXECUTIONS, "labelled-probe", "ok")
     assert child is metrics.TOOL_EXECUTIONS.labels("labelled-probe", "ok")
-    before = child._value.get()
+    series = 'interlock_tool_executions_total{outcome="ok",tool="labelled-probe"} '
+    before = _scraped(metrics.exposition().decode(), series)
     metrics.labelled(metrics.TOOL_EXECUTIONS, "labelled-probe", "ok").inc()
-    assert metrics.TOOL_EXECUTIONS.labels("labelled-probe", "ok")._value.get() == before + 1
+    assert _scraped(metrics.exposition().decode(), series) == before + 1
     assert metrics.labelled(metrics.TOOL_EXECUTIONS, "labelled-probe", "error") is not child
+
+
+def _scraped(text: str, series: str) -> float:
+    return next(float(line[len(series):]) for line in text.splitlines() if line.startswith(series))
+
+
+def test_tallied_metrics_are_scraped_as_prometheus_client_writes_its_own() -> None:
+    """One process's counters and histograms are plain numbers read when scraped
+    (``proxy.telemetry.tallies``): the same updates give prometheus_client's text, byte for byte."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from proxy.telemetry import metrics  # noqa: F401  (no ``_created`` series, as in the gateway)
+    from proxy.telemetry.tallies import TalliedCounter, TalliedHistogram
+
+    bounds = (0.0002, 0.005, 0.01, 1, 2.5, float("inf"))
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    counters = (Counter("probe_requests", "Requests.", ["route", "team"], registry=theirs),
+                TalliedCounter("probe_requests", "Requests.", ["route", "team"]))
+    histograms = (Histogram("probe_seconds", "Time.", ["model"], buckets=bounds, registry=theirs),
+                  TalliedHistogram("probe_seconds", "Time.", ["model"], bounds))
+    ours.register(counters[1])
+    ours.register(histograms[1])
+    for counter in counters:
+        counter.labels("/v1/responses", "a").inc()
+        counter.labels("/v1/responses", "a").inc(2.25)
+        counter.labels("/v1/responses", 'b "quoted"\n').inc(0)
+    for histogram in histograms:
+        for value in (0.0, 0.0002, 0.00021, 0.005, 0.7, 2.5, 3.0, 1e9):  # on, just above and beyond bounds
+            histogram.labels("sim").observe(value)
+        histogram.labels("other").observe(0.01)
+    assert generate_latest(ours).decode() == generate_latest(theirs).decode()
+    with pytest.raises(ValueError, match="non-negative"):
+        counters[1].labels("/v1/responses", "a").inc(-1)
+    with pytest.raises(ValueError, match="label values"):
+        counters[1].labels("/v1/responses")
+    with pytest.raises(ValueError, match=r"\+Inf"):
+        TalliedHistogram("probe_other_seconds", "Time.", [], (0.1, 1.0))
