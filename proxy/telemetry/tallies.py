@@ -1,8 +1,8 @@
 """Counters and histograms of one process kept in plain numbers and read when scraped.
 
 A prometheus_client child takes a lock on every update, and a histogram's walks its buckets in
-Python: the nine updates a request makes cost about 14 us of CPU in a loop, several per cent
-of a request. Here an update is an addition (a histogram's also a bisection), and the
+Python: the nine updates a request makes cost 11-13 us of CPU in a loop, where these take about
+4. Here an update is an addition (a histogram's also a bisection), and the
 exposition is built from the numbers at scrape time, as prometheus_client would write it (same
 names, help, labels, ``le`` values and order). Updated from the event loop's thread only.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -51,30 +52,36 @@ class HistogramTally:
         self.sum += amount
 
 
-class _Family(Collector):
+_Tally = TypeVar("_Tally", CounterTally, HistogramTally)
+
+
+class _Family(Collector, Generic[_Tally]):
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], _Tally] = {}
+
+    def labels(self, *values: str) -> _Tally:
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes {len(self.labelnames)} label values, not {len(values)}")
+            child = self._children[values] = self._new_child()
+        return child
+
+    def _new_child(self) -> _Tally:
+        raise NotImplementedError
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
 
 
-class TalliedCounter(_Family):
+class TalliedCounter(_Family[CounterTally]):
     """A counter family (exposed as ``<name>_total``)."""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
-        super().__init__(name, documentation, labelnames)
-        self._children: dict[tuple[str, ...], CounterTally] = {}
-
-    def labels(self, *values: str) -> CounterTally:
-        child = self._children.get(values)
-        if child is None:
-            if len(values) != len(self.labelnames):
-                raise ValueError(f"{self.name} takes {len(self.labelnames)} label values, not {len(values)}")
-            child = self._children[values] = CounterTally()
-        return child
+    def _new_child(self) -> CounterTally:
+        return CounterTally()
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -83,7 +90,7 @@ class TalliedCounter(_Family):
         yield family
 
 
-class TalliedHistogram(_Family):
+class TalliedHistogram(_Family[HistogramTally]):
     """A histogram family with fixed bucket bounds, the last ``+Inf``."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]) -> None:
@@ -92,15 +99,9 @@ class TalliedHistogram(_Family):
         if self.bounds[-1] != float("inf"):
             raise ValueError("the last bucket of a histogram must be +Inf")
         self._le = [floatToGoString(bound) for bound in self.bounds]
-        self._children: dict[tuple[str, ...], HistogramTally] = {}
 
-    def labels(self, *values: str) -> HistogramTally:
-        child = self._children.get(values)
-        if child is None:
-            if len(values) != len(self.labelnames):
-                raise ValueError(f"{self.name} takes {len(self.labelnames)} label values, not {len(values)}")
-            child = self._children[values] = HistogramTally(self.bounds)
-        return child
+    def _new_child(self) -> HistogramTally:
+        return HistogramTally(self.bounds)
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)

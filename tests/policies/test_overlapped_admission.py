@@ -249,7 +249,8 @@ def test_a_refusal_outranks_the_upstream_failure_it_overlapped(gateway: RunningG
 
 def test_a_client_that_leaves_mid_stream_is_still_charged(gateway: RunningGateway) -> None:
     """The first request's admission is waited for, the second's runs beside its upstream call;
-    either way the settlement is made in the request's own task once the client has gone."""
+    either way the request is charged once the client has gone (settled in the request's own task
+    once its admission has answered, in a shielded task of its own before)."""
     left = []
     with _client(gateway) as client:
         for _ in range(2):
