@@ -32,8 +32,10 @@ SSEEvent = tuple[str | None, bytes]
 def new_session(limit: int = 0) -> aiohttp.ClientSession:
     """The worker's upstream session: keep-alive pool, no per-request client construction."""
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    # No cookie jar: one session carries every team's calls, and a cookie an upstream sets
+    # (OpenAI's API sets Cloudflare's) would go back with every later call, whoever makes it.
     return aiohttp.ClientSession(connector=connector, auto_decompress=True, raise_for_status=False,
-                                 skip_auto_headers=("User-Agent",))
+                                 skip_auto_headers=("User-Agent",), cookie_jar=aiohttp.DummyCookieJar())
 
 
 def auth_headers(deployment: Deployment) -> dict[str, str]:

@@ -100,6 +100,9 @@ class SimulatorOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     """How many offered tools to call in one turn when parallel calls are allowed (``x-sim-parallel``)."""
     trickle_delay_ms: float = 1.0
     """Pause between single bytes under the ``trickle`` fault (``x-sim-trickle-delay-ms``)."""
+    set_cookie: str | None = None
+    """A ``Set-Cookie`` header on the reply, as providers behind Cloudflare send
+    (``x-sim-set-cookie``)."""
     api_key: str | None = None
     """When set, requests must carry it the way their dialect sends keys (``Authorization:
     Bearer <api_key>`` for OpenAI, see ``SimDialect.auth_header``) or get a 401."""
@@ -118,6 +121,7 @@ _HEADER_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "x-sim-fault-key": ("fault_key", str),
     "x-sim-parallel": ("parallel", int),
     "x-sim-trickle-delay-ms": ("trickle_delay_ms", float),
+    "x-sim-set-cookie": ("set_cookie", str),
 }
 
 _WORD = re.compile(r"\w+")
@@ -198,6 +202,8 @@ class _State:
 
 
 _STATE = web.AppKey("simulator_state", _State)
+_COOKIE = web.RequestKey("sim_set_cookie", str)
+"""The ``Set-Cookie`` value a request asked its reply to carry."""
 
 
 def _request_options(base: SimulatorOptions, headers: Mapping[str, str]) -> SimulatorOptions:
@@ -253,6 +259,8 @@ async def _serve(request: web.Request, dialect: SimDialect) -> web.StreamRespons
         fault = state.fault_for(options)
     except ValueError as exc:
         return error_response(dialect, 400, str(exc))
+    if options.set_cookie is not None:
+        request[_COOKIE] = options.set_cookie
     if not _authorized(state, request, dialect):
         return error_response(dialect, 401)
     if not isinstance(body, dict):
@@ -343,11 +351,18 @@ def create_app(options: SimulatorOptions | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)  # conversations with images get large
     app[_STATE] = _State(options)
     app.on_shutdown.append(_signal_closing)
+    app.on_response_prepare.append(_add_cookie)
     _add_dialects(app, discover())
     app.router.add_get("/v1/models", _models_handler(options))
     app.router.add_get("/_sim/requests", _list_requests)
     app.router.add_delete("/_sim/requests", _clear_requests)
     return app
+
+
+async def _add_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    cookie = request.get(_COOKIE)
+    if cookie is not None:
+        response.headers.add("Set-Cookie", cookie)
 
 
 class RunningSimulator:
