@@ -113,7 +113,8 @@ class ServiceAccountTokens:
         timeout = aiohttp.ClientTimeout(total=timeouts.first_byte, sock_connect=timeouts.connect)
         started = self._clock()
         try:
-            async with session.post(self._token_url, data=form, timeout=timeout) as response:
+            # Not followed: a redirect would carry the signed assertion elsewhere.
+            async with session.post(self._token_url, data=form, timeout=timeout, allow_redirects=False) as response:
                 status, body = response.status, await response.read()
         except TimeoutError as exc:
             raise UpstreamTimeout("the Google token endpoint did not answer in time") from exc

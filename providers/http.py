@@ -93,7 +93,9 @@ async def send(session: aiohttp.ClientSession, call: PreparedCall, deployment: D
     timeouts = deployment.timeouts
     timeout = _until_headers(timeouts.total, timeouts.connect, timeouts.first_byte)
     try:
-        response = await session.request(call.method, call.url, data=call.wire_body(),
+        # Never followed: aiohttp drops only ``Authorization`` on the way to another host, so a
+        # redirect would carry an ``x-api-key`` or ``api-key`` credential (and the body) there.
+        response = await session.request(call.method, call.url, data=call.wire_body(), allow_redirects=False,
                                           headers=with_trace_context(call.headers), timeout=timeout)
     except TimeoutError as exc:
         raise UpstreamTimeout(f"{deployment.provider} did not answer within {timeouts.first_byte:g}s") from exc
@@ -101,6 +103,10 @@ async def send(session: aiohttp.ClientSession, call: PreparedCall, deployment: D
         raise UpstreamUnavailable(f"could not connect to {deployment.provider}") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"{deployment.provider} connection failed: {type(exc).__name__}") from exc
+    if 300 <= response.status < 400:
+        response.release()
+        raise UpstreamError(f"{deployment.provider} answered with a redirect (HTTP {response.status}), which the "
+                            "gateway does not follow", code="upstream_redirect", retryable=False)
     if response.status >= 300:
         try:
             body = await response.content.read(65536)

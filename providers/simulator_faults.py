@@ -12,6 +12,7 @@ A fault is named by a short spec, from ``SimulatorOptions.fault`` or the ``x-sim
 ``malformed``          a 200 whose JSON body is cut short, or a stream whose second frame is broken
                        (``break_frame``: by the dialect's stream content type)
 ``trickle``            the normal reply, one byte per write with a pause between bytes
+``redirect:<url>``     a 307 to ``<url>``, as a moved or hijacked endpoint would answer
 
 "Event" means one frame of the dialect's stream (``SimDialect.render_stream``): an SSE block,
 an NDJSON line or an AWS eventstream message. Kept apart from the dialect code so the no-fault
@@ -32,11 +33,12 @@ from aiohttp import web
 from providers.sim_dialects.base import ErrorShape, SimDialect
 
 FaultKind = Literal[
-    "status", "reset", "reset-after-first-byte", "stall", "stall-mid-stream", "malformed", "trickle"
+    "status", "reset", "reset-after-first-byte", "stall", "stall-mid-stream", "malformed", "trickle", "redirect"
 ]
 _KINDS: dict[str, FaultKind] = {kind: kind for kind in get_args(FaultKind)}
 
-_KNOWN = ", ".join(["status:<code>[:noretry]", *sorted(k for k in _KINDS if k != "status")])
+_KNOWN = ", ".join(["status:<code>[:noretry]", "redirect:<url>",
+                    *sorted(k for k in _KINDS if k not in ("status", "redirect"))])
 
 _FIRST_BYTE_PAUSE_S = 0.05
 """How long ``reset-after-first-byte`` waits between its first bytes and the reset."""
@@ -58,6 +60,8 @@ class Fault(msgspec.Struct, frozen=True, kw_only=True):
     """HTTP status for ``status`` faults."""
     retry_after: bool = True
     """Whether a 429 carries ``retry-after: 1``."""
+    location: str = ""
+    """Where a ``redirect`` points."""
 
 
 def parse_fault(spec: str) -> Fault:
@@ -68,6 +72,10 @@ def parse_fault(spec: str) -> Fault:
         if not code.isdigit() or not 400 <= int(code) <= 599 or flag not in ("", "noretry"):
             raise ValueError(f"bad fault {spec!r}: expected status:<400-599>[:noretry]")
         return Fault(kind="status", status=int(code), retry_after=flag != "noretry")
+    if kind == "redirect":
+        if not rest.startswith(("http://", "https://")):
+            raise ValueError(f"bad fault {spec!r}: expected redirect:<http(s) url>")
+        return Fault(kind="redirect", location=rest)
     if kind not in _KINDS or rest:
         raise ValueError(f"unknown fault {spec!r}; known: {_KNOWN}")
     return Fault(kind=_KINDS[kind])
@@ -130,6 +138,8 @@ async def before_reply(
     """Faults that replace the reply outright; ``None`` when the fault acts on the reply's bytes."""
     if fault.kind == "status":
         return error_response(dialect, fault.status, retry_after=fault.retry_after)
+    if fault.kind == "redirect":
+        return web.Response(status=307, headers={"Location": fault.location})
     if fault.kind == "reset":
         hard_close(request)
         return web.Response()

@@ -494,10 +494,18 @@ async def test_fail_times_faults_only_the_first_requests_per_key(sim: str, http:
 
 
 async def test_bad_control_headers_are_rejected(sim: str, http: aiohttp.ClientSession) -> None:
-    for headers in ({"x-sim-fault": "explode"}, {"x-sim-latency-ms": "soon"}, {"x-sim-fault": "status:200"}):
+    for headers in ({"x-sim-fault": "explode"}, {"x-sim-latency-ms": "soon"}, {"x-sim-fault": "status:200"},
+                    {"x-sim-fault": "redirect:/relative"}):
         async with http.post(f"{sim}/v1/responses", json={"model": "m", "input": "hi"}, headers=headers) as resp:
             assert resp.status == 400
             assert (await resp.json())["error"]["type"] == "invalid_request_error"
+
+
+async def test_a_redirect_fault_answers_307_to_its_url(sim: str, http: aiohttp.ClientSession) -> None:
+    headers = {"x-sim-fault": "redirect:http://127.0.0.1:9/elsewhere"}
+    async with http.post(f"{sim}/v1/responses", json={"model": "m", "input": "hi"}, headers=headers,
+                         allow_redirects=False) as resp:
+        assert resp.status == 307 and resp.headers["Location"] == "http://127.0.0.1:9/elsewhere"
 
 
 def test_bad_fault_option_fails_at_start() -> None:
