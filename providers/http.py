@@ -87,8 +87,9 @@ async def send(session: aiohttp.ClientSession, call: PreparedCall, deployment: D
                map_error: ErrorMapper) -> aiohttp.ClientResponse:
     """Send ``call`` and return the response once its headers arrived with a 2xx status.
 
-    Non-2xx replies are read (bounded) and mapped by the adapter's ``map_error``; transport
-    failures become retryable upstream errors. Nothing here logs the request headers.
+    Error replies are read (bounded) and mapped by the adapter's ``map_error``; a redirect is
+    refused, not followed; transport failures become retryable upstream errors. Nothing here logs
+    the request headers.
     """
     timeouts = deployment.timeouts
     timeout = _until_headers(timeouts.total, timeouts.connect, timeouts.first_byte)
