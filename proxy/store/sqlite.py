@@ -160,12 +160,8 @@ class SqliteStore:
                 batch, self._saves = self._saves, []
                 saves = [save for save, _ in batch]
                 try:
-                    if len(saves) == 1:  # alone: no savepoint needed
-                        await self._call(_save_alone, *saves[0])
-                        failures: list[Exception | None] = [None]
-                    else:
-                        failures = await self._call(_save_all, saves)
-                except Exception as exc:  # a lone save's, or the group's BEGIN or COMMIT (busy, disk full)
+                    failures = await self._call(_save_all, saves)
+                except Exception as exc:  # the group's BEGIN or COMMIT (busy, disk full)
                     failures = [exc] * len(batch)
                 for (_, done), failure in zip(batch, failures, strict=True):
                     if done.done():  # its caller left
