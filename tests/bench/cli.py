@@ -111,6 +111,7 @@ def options(args: argparse.Namespace) -> Options:
         o.profiles, o.scale, o.fractions = ["none"], [], [0.5]
         o.streams_steps, o.streams_time_limit = [50, 100, 200], 40.0
         o.warmup_seconds, o.sat_seconds, o.fixed_seconds, o.sweep_seconds, o.profile_seconds = 1, 2, 2, 1, 3
+        o.sampler_check_seconds = 2.0
         o.quiet_wait, o.retries, o.quiet_budget, o.half_repeats = 3.0, 1, 30.0, 1
         o.paired_rounds, o.paired_seconds = 2, 2.0
     if args.smoke:

@@ -1,11 +1,17 @@
-"""Sample the gateway at saturation with py-spy (``--native``, so time in C shows: the garbage
-collector, uvloop, the HTTP parsers, msgspec) and reduce the samples to what costs the most:
+"""Sample the gateway at saturation with py-spy and reduce the samples to what costs the most.
 
-* by component: where the leaf frame's code lives (a Python package, or a C library);
-* by Python function: each sample charged to its innermost Python frame, C work it called
-  included; this is the table to pick the next optimisation from;
-* by frame, self (C frames included) and inclusive (Python frames below the server's root chain),
-  aggregated per function whatever line was sampled.
+Two recordings, because neither alone is right everywhere:
+
+* ``--nonblocking`` (250 Hz) reads the stacks without stopping the process, so samples fall where
+  the time goes; a stack read while it changes can come out cut short, so only its innermost
+  frames are used: self time by Python package and by Python function (C work charged to the
+  Python function that called it). This is the table to pick the next optimisation from.
+* ``--native`` (50 Hz) stops the process for every sample to unwind it, C frames included (the
+  garbage collector, uvloop, the HTTP parsers, msgspec): self time by component and by frame,
+  and inclusive time by Python frame. Stopping the process puts samples on system-call returns:
+  on the 2-core VM, a system call taking 0.4% of a loop's time drew 43% of its native samples.
+  ``check_sampler`` measures that lean on the machine at hand (``tests.bench.sampler_probe``),
+  and the report prints it beside the tables.
 
 Samples of threads that only wait (a worker thread blocked on its queue, logging's queue
 listener) are dropped: py-spy does not always see them as idle.
@@ -13,15 +19,20 @@ listener) are dropped: py-spy does not always see them as idle.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tests.bench import sampler_probe
 from tests.bench.procs import Proc, Processes
+from tests.bench.targets import REPO
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 # Innermost Python frames of a thread that waits.
@@ -64,13 +75,61 @@ def find_py_spy() -> list[str] | None:
 
 
 def start(procs: Processes, py_spy: list[str], pid: int, *, seconds: float, out: Path, cores: str | None,
-          native: bool = True) -> Proc:
-    """Record ``pid`` for ``seconds``. Native unwinding pauses the process for every sample, so it
-    samples at 50 Hz (the gateway keeps about 70% of its throughput); without it, py-spy reads the
-    stacks without pausing (``--nonblocking``) at 250 Hz."""
+          native: bool) -> Proc:
+    """Record ``pid`` for ``seconds``: stopping it for each sample to unwind C frames too
+    (``native``; at 50 Hz, as each stop costs the gateway throughput), or reading its Python
+    stacks while it runs (at 250 Hz)."""
     argv = [*py_spy, "record", "-p", str(pid), "-d", str(max(int(seconds), 1)), "-f", "raw", "-o", str(out)]
     argv += ["-r", "50", "--native"] if native else ["-r", "250", "--nonblocking"]
     return procs.start("py-spy", argv, cores=cores)
+
+
+def check_sampler(procs: Processes, py_spy: list[str], work: Path, *, seconds: float, cores: str | None,
+                  spy_cores: str | None) -> dict[str, Any]:
+    """Where each way of sampling puts its samples, against where the time goes: the sampler
+    probe on ``cores`` (the gateway's), recorded from ``spy_cores`` once each way. Percentages:
+    the probe's system call's share of its time, and of each recording's samples."""
+    out: dict[str, Any] = {}
+    for native in (False, True):
+        how = "native" if native else "nonblocking"
+        raw, printed = work / f"sampler-probe-{how}.txt", work / f"sampler-probe-{how}.json"
+        # It loops past the recording's end: every sample meets it looping.
+        probe = procs.start(f"sampler-probe-{how}", [sys.executable, "-m", "tests.bench.sampler_probe",
+                                                     "--seconds", f"{seconds + 2:g}"],
+                            cores=cores, cwd=REPO, stdout=printed)
+        try:
+            time.sleep(0.5)
+            spy = start(procs, py_spy, probe.pid, seconds=seconds, out=raw, cores=spy_cores, native=native)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.popen.wait(seconds + 30)
+            procs.stop(spy)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                probe.popen.wait(seconds + 30)
+        finally:
+            procs.stop(probe)
+        try:
+            timing = json.loads(printed.read_text())
+        except (OSError, ValueError):
+            return {}  # the probe did not finish: no check rather than a wrong one
+        samples, in_call = leaf_share(raw, sampler_probe.SYSTEM_CALL) if raw.exists() else (0, 0)
+        out["system_call_percent"] = timing["system_call_percent"]
+        out[how] = {"samples": samples, "percent": round(100 * in_call / samples, 1) if samples else None}
+    return out
+
+
+def leaf_share(raw: Path, function: str) -> tuple[int, int]:
+    """The samples in py-spy's ``raw`` output, and how many of them have ``function`` as their
+    innermost Python frame."""
+    total = hits = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        python = [func for func, file in (_split(frame) for frame in stack.split(";") if frame) if _is_python(file)]
+        total += int(count_text)
+        if python and python[-1] == function:
+            hits += int(count_text)
+    return total, hits
 
 
 def _short(path: str) -> str:

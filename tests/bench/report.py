@@ -232,27 +232,48 @@ def generator_table(results: dict[str, Any]) -> list[str]:
 
 
 def profile_section(results: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    for mode, summary in results.get("profile", {}).items():
-        if not summary:
+    """Per sampled mode, the tables of both py-spy recordings (``tests.bench.profiling``), after
+    the check of where each way of sampling puts its samples."""
+    lines = _sampler_check(results.get("sampler_check") or {})
+    for mode, recorded in results.get("profile", {}).items():
+        python, native = recorded.get("python"), recorded.get("native")
+        if not python:
             continue
-        how = "py-spy --native, 50 Hz" if summary.get("native") else "py-spy --nonblocking, 250 Hz"
         lines += [f"### Gateway at saturation, {MODE_TITLES[mode].lower()}", "",
-                  f"{summary['samples']:,} samples ({how}); the gateway served "
-                  f"{summary.get('rate_while_profiled', 0):,.0f} req/s while sampled.", ""]
+                  f"{python['samples']:,} samples (py-spy --nonblocking, 250 Hz, the process never stopped); the "
+                  f"gateway served {python['rate_while_profiled']:,.0f} req/s while sampled.", ""]
+        lines += ["Self time by Python package (each sample charged to its innermost Python frame):", "", *_table(
+            ["package", "self %"], [[r["frame"], f"{r['percent']:.1f}"] for r in python["packages"]])]
+        lines += ["Top Python functions (the C they called included, e.g. a garbage collection their allocation "
+                  "triggered): the table to pick an optimisation from.", "", *_table(
+                      ["function", "%"], [[f"`{r['frame']}`", f"{r['percent']:.1f}"]
+                                          for r in python["python_self"][:20]])]
+        if not native:
+            lines += ["No native recording: py-spy could not unwind C frames here.", ""]
+            continue
+        lines += [f"With C frames: {native['samples']:,} samples (py-spy --native, 50 Hz, the process stopped for "
+                  f"each; system calls overweighted, see the sampler check); the gateway served "
+                  f"{native['rate_while_profiled']:,.0f} req/s while sampled.", ""]
         lines += ["Self time by component (where the sampled code lives):", "", *_table(
-            ["component", "self %"], [[r["frame"], f"{r['percent']:.1f}"] for r in summary["packages"]])]
-        if summary.get("python_self"):
-            lines += ["Top Python functions (each sample charged to its innermost Python frame, the C it called "
-                      "included, e.g. a garbage collection its allocation triggered):", "", *_table(
-                          ["function", "%"], [[f"`{r['frame']}`", f"{r['percent']:.1f}"]
-                                              for r in summary["python_self"][:20]])]
+            ["component", "self %"], [[r["frame"], f"{r['percent']:.1f}"] for r in native["packages"]])]
         lines += ["Top frames by self time (C frames included):", "", *_table(
-            ["frame", "self %"], [[f"`{r['frame']}`", f"{r['percent']:.1f}"] for r in summary["self"][:15]])]
+            ["frame", "self %"], [[f"`{r['frame']}`", f"{r['percent']:.1f}"] for r in native["self"][:15]])]
         lines += ["Top Python frames by inclusive time (the server's root chain left out):", "", *_table(
             ["frame", "inclusive %"], [[f"`{r['frame']}`", f"{r['percent']:.1f}"]
-                                       for r in summary["inclusive"][:20]])]
+                                       for r in native["inclusive"][:20]])]
     return lines
+
+
+def _sampler_check(check: dict[str, Any]) -> list[str]:
+    """``profiling.check_sampler``'s figures as a sentence, or nothing without them."""
+    nonblocking, native = check.get("nonblocking") or {}, check.get("native") or {}
+    if nonblocking.get("percent") is None or native.get("percent") is None:
+        return []
+    return [f"Sampler check (`tests/bench/sampler_probe.py` on the gateway's core): a system call taking "
+            f"{check['system_call_percent']:.1f}% of a loop's time drew {nonblocking['percent']:.1f}% of the "
+            f"--nonblocking samples ({nonblocking['samples']:,}) and {native['percent']:.1f}% of the --native ones "
+            f"({native['samples']:,}). Stopping the process for a sample puts it on a system call's return, so the "
+            "Python tables come from the recording that never stops it.", ""]
 
 
 def instructions_section(results: dict[str, Any]) -> list[str]:

@@ -91,6 +91,9 @@ class Options:
     """Runs at half of saturation per configuration; the median (by p50) is reported."""
     fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 0.9, 1.1])
     profile_seconds: float = 12.0
+    """Each of the two py-spy recordings per mode."""
+    sampler_check_seconds: float = 4.0
+    """Each recording of the sampler probe (``profiling.check_sampler``)."""
     paired_rounds: int = 5
     paired_seconds: float = 3.0
     """The gateway and the pass-through loaded at once (``Meter.paired``): rounds, seconds each."""
@@ -481,16 +484,26 @@ class Bench:
         return out
 
     def _py_spy(self, target: Target, mode: str, connections: int, sim: Proc) -> dict[str, Any]:
+        """The gateway at saturation recorded both ways (``tests.bench.profiling``): ``python``
+        from the recording that does not stop it, ``native`` (None where py-spy cannot unwind C
+        frames here) from the one that does; the first call checks where each puts its samples."""
         py_spy = profiling.find_py_spy()
         if py_spy is None:
             self._skip(f"profile {mode}", "py-spy is not available (neither on PATH nor through uvx)")
             return {}
+        if "sampler_check" not in self.results:
+            _log(f"  py-spy: where each way of sampling puts its samples ({self.o.sampler_check_seconds:g}s each)")
+            self.results["sampler_check"] = profiling.check_sampler(
+                self.procs, py_spy, self.work, seconds=self.o.sampler_check_seconds, cores=self.sut,
+                spy_cores=self.aux)
         pid = target.server.python_pids()[0]
-        raw = self.o.out / f"py-spy-{mode}.txt"
-        seconds = self.o.profile_seconds
-        for native in (True, False):  # --native needs libunwind support; fall back without it
-            _log(f"  none/{mode}: py-spy{' --native' if native else ''} on gateway pid {pid} for {seconds:g}s "
-                 "at saturation")
+        out: dict[str, Any] = {}
+        for native in (False, True):
+            how = "native" if native else "python"
+            raw = self.o.out / (f"py-spy-{mode}-native.txt" if native else f"py-spy-{mode}.txt")
+            seconds = self.o.profile_seconds
+            _log(f"  none/{mode}: py-spy{' --native' if native else ' --nonblocking'} on gateway pid {pid} for "
+                 f"{seconds:g}s at saturation")
             self.meter.wait_quiet()
             spy = profiling.start(self.procs, py_spy, pid, seconds=seconds, out=raw, cores=self.aux, native=native)
             try:
@@ -502,11 +515,13 @@ class Bench:
             finally:
                 self.procs.stop(spy)
             if raw.exists() and raw.stat().st_size:
-                summary = profiling.summarize(raw)
-                summary.update(rate_while_profiled=load["rate"], raw=raw.name, native=native)
-                return summary
-        self._skip(f"profile {mode}", "py-spy wrote nothing; see logs/py-spy.log")
-        return {}
+                out[how] = profiling.summarize(raw) | {"rate_while_profiled": load["rate"], "raw": raw.name}
+            elif native:  # --native needs libunwind support: the Python tables stand alone
+                out[how] = None
+            else:
+                self._skip(f"profile {mode}", "py-spy wrote nothing; see logs/py-spy.log")
+                return {}
+        return out
 
     def _litellm(self, targets: dict[str, Target], mode: str, sim: Proc) -> dict[str, Any]:
         keys = ("litellm", "gateway-chat", "direct-chat")

@@ -1,7 +1,8 @@
 """Parts of the load harness (``tests/bench``) that decide what a run measures: the scaling
 layout, the load generator's threads, the core-speed reading and the scaling table of a
 multi-core run; the configurations, counting and table of ``--instructions``, the table of ``--parts``;
-the request shapes of ``--shapes`` and their table."""
+the request shapes of ``--shapes`` and their table; the profiler's check of its own sampling and
+its tables."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.bench import core_speed, instructions, wrk
+from tests.bench import core_speed, instructions, profiling, sampler_probe, wrk
 from tests.bench.procs import Processes, free_port, ordered_cores, parse_cores, wait_tcp
-from tests.bench.report import instructions_section, parts_section, scaling_section, shapes_section
+from tests.bench.report import instructions_section, parts_section, profile_section, scaling_section, shapes_section
 from tests.bench.runner import scaling_layout
 from tests.bench.shapes import CODEX_CAPTURE, request_shapes
 from tests.bench.targets import BenchKey, Pipeline, gateway_config, variant_pipeline
@@ -222,3 +223,59 @@ def test_offline_bundle_script_names_its_verbs_and_asks_for_a_bundle_first(tmp_p
     assert run.returncode == 2
     assert "no .bench-offline/: run 'bash scripts/bench-offline.sh pack'" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_sampler_probe_reports_its_system_calls_share_of_its_time(capsys: pytest.CaptureFixture[str]) -> None:
+    sampler_probe.main(["--seconds", "0.3"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["rounds"] > 100
+    assert 0 < printed["system_call_us"] < printed["round_us"]
+    assert printed["system_call_percent"] == pytest.approx(100 * printed["system_call_us"] / printed["round_us"],
+                                                           rel=0.01)
+
+
+def test_leaf_share_counts_samples_by_their_innermost_python_frame(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.txt"
+    raw.write_text("main (tests/bench/sampler_probe.py:52);_system_call (tests/bench/sampler_probe.py:31);"
+                   "getpid (libc.so.6) 7\n"
+                   "main (tests/bench/sampler_probe.py:51);_work (tests/bench/sampler_probe.py:26) 3\n"
+                   "_system_call (tests/bench/sampler_probe.py:31);_work (tests/bench/sampler_probe.py:26) 2\n"
+                   "garbled line\n")
+    assert profiling.leaf_share(raw, "_system_call") == (12, 7)
+
+
+@pytest.mark.skipif(profiling.find_py_spy() is None, reason="py-spy is not available")
+def test_the_sampler_check_records_the_probe_both_ways(tmp_path: Path) -> None:
+    with Processes(tmp_path / "logs", tmp_path / "pids") as procs:
+        check = profiling.check_sampler(procs, profiling.find_py_spy() or [], tmp_path, seconds=1.0, cores=None,
+                                        spy_cores=None)
+    assert 0 < check["system_call_percent"] < 100
+    for how in ("nonblocking", "native"):
+        assert check[how]["samples"] > 0, how
+        assert 0 <= check[how]["percent"] <= 100
+
+
+def _summary(samples: int, rate: float, leader: str) -> dict[str, object]:
+    row = {"frame": leader, "samples": samples // 2, "percent": 50.0}
+    return {"samples": samples, "rate_while_profiled": rate, "packages": [row], "python_self": [row], "self": [row],
+            "inclusive": [row]}
+
+
+def test_the_profile_tables_take_python_functions_from_the_recording_that_never_stops_the_gateway() -> None:
+    results = {"sampler_check": {"system_call_percent": 0.45, "nonblocking": {"samples": 999, "percent": 2.1},
+                                 "native": {"samples": 199, "percent": 31.7}},
+               "profile": {"json": {"python": _summary(2400, 1965.0, "Engine.events (proxy/engine.py)"),
+                                    "native": _summary(600, 1400.0, "getpid (libc.so.6)")},
+                           "stream": {"python": _summary(2000, 1200.0, "sse_body (proxy/streaming.py)"),
+                                      "native": None}}}
+    text = "\n".join(profile_section(results))
+    assert ("a system call taking 0.5% of a loop's time drew 2.1% of the --nonblocking samples (999) and 31.7% of "
+            "the --native ones (199)") in text
+    json_part, stream_part = text.split("### Gateway at saturation, streaming")
+    python_part, native_part = json_part.split("With C frames")
+    assert "2,400 samples (py-spy --nonblocking" in python_part and "1,965 req/s" in python_part
+    assert "| `Engine.events (proxy/engine.py)` | 50.0 |" in python_part and "getpid" not in python_part
+    assert "600 samples (py-spy --native" in native_part and "| `getpid (libc.so.6)` | 50.0 |" in native_part
+    assert "| `sse_body (proxy/streaming.py)` | 50.0 |" in stream_part
+    assert "No native recording" in stream_part and "With C frames" not in stream_part
+    assert profile_section({"profile": {"json": {}}}) == []
