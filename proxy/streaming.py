@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -426,6 +427,46 @@ _BATCHES_AHEAD = 64
 """Encoded batches the events may run ahead of the client; a slower client holds the upstream."""
 
 
+class _Ready:
+    """Encoded batches on their way from the drawing task to the body, in order, the last one
+    ``SSE_DONE`` or an error. What an ``asyncio.Queue`` would do here, without its coroutine and
+    bookkeeping on every put: a long reply puts one batch per upstream event."""
+
+    __slots__ = ("_arrived", "_items", "_room")
+
+    def __init__(self) -> None:
+        self._items: deque[bytes | BaseException] = deque()
+        self._arrived: asyncio.Future[None] | None = None
+        """The body's wait for a batch."""
+        self._room: asyncio.Future[None] | None = None
+        """The drawing task's wait for the body to catch up."""
+
+    def put(self, item: bytes | BaseException) -> bool:
+        """Whether the body is now ``_BATCHES_AHEAD`` batches behind (then wait for ``room``)."""
+        self._items.append(item)
+        arrived, self._arrived = self._arrived, None
+        if arrived is not None and not arrived.done():
+            arrived.set_result(None)
+        return len(self._items) >= _BATCHES_AHEAD
+
+    async def room(self) -> None:
+        """Once the body has taken what is here."""
+        self._room = asyncio.get_running_loop().create_future()
+        await self._room
+
+    async def take(self) -> list[bytes | BaseException]:
+        """Every batch here, once there is one."""
+        while not self._items:
+            self._arrived = asyncio.get_running_loop().create_future()
+            await self._arrived
+        items = list(self._items)
+        self._items.clear()
+        room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_result(None)
+        return items
+
+
 async def sse_body(batches: AsyncIterator[list[Event]]) -> AsyncGenerator[bytes, None]:
     """The SSE body of ``batches`` (``Engine.events``), then ``[DONE]``: the same bytes as each
     batch framed in turn, but after the first batch, whatever is ready when a write ends goes
@@ -435,19 +476,20 @@ async def sse_body(batches: AsyncIterator[list[Event]]) -> AsyncGenerator[bytes,
     The batches are drawn in a task of their own; closing this body (the client went away)
     cancels it and closes ``batches``. An error drawing them is raised here, after what came
     before it."""
-    ready: asyncio.Queue[bytes | BaseException] = asyncio.Queue(_BATCHES_AHEAD)
+    ready = _Ready()
 
     async def draw() -> None:
         try:
             first = True
             async for batch in batches:
-                await ready.put(b"".join([sse_frame(event, encode(event)) for event in batch]))
+                if ready.put(b"".join([sse_frame(event, encode(event)) for event in batch])):
+                    await ready.room()
                 if first:  # response.created goes out at once, not with what follows it
                     first = False
                     await asyncio.sleep(0)
-            await ready.put(SSE_DONE)
+            ready.put(SSE_DONE)
         except Exception as exc:
-            await ready.put(exc)
+            ready.put(exc)
         finally:
             aclose = getattr(batches, "aclose", None)
             if aclose is not None:  # cancelled between batches: release the upstream now
@@ -456,19 +498,17 @@ async def sse_body(batches: AsyncIterator[list[Event]]) -> AsyncGenerator[bytes,
     drawing = asyncio.create_task(draw())
     try:
         while True:
-            item = await ready.get()
             chunks: list[bytes] = []
-            while isinstance(item, bytes):
+            for item in await ready.take():
+                if isinstance(item, BaseException):
+                    if chunks:
+                        yield b"".join(chunks)
+                    raise item
                 chunks.append(item)
-                if item is SSE_DONE or ready.empty():
-                    break
-                item = ready.get_nowait()
-            if chunks:
-                yield b"".join(chunks)
-            if isinstance(item, BaseException):
-                raise item
-            if item is SSE_DONE:
-                return
+                if item is SSE_DONE:
+                    yield b"".join(chunks)
+                    return
+            yield b"".join(chunks)
     finally:
         drawing.cancel()
         with contextlib.suppress(asyncio.CancelledError):

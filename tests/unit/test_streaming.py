@@ -14,6 +14,7 @@ from proxy.schema import deltas as d
 from proxy.schema.codec import encode
 from proxy.schema.content import UrlCitation
 from proxy.schema.response import InputTokensDetails, OutputTokensDetails, ResponseResource, Usage
+from proxy import streaming
 from proxy.streaming import SSE_DONE, Event, ResponseBuilder, sse_body, sse_frame
 from tests.spec_validation import parse_sse, validate_resource, validate_stream
 
@@ -213,6 +214,26 @@ async def test_closing_sse_body_closes_the_batches(count: int) -> None:
     assert (await anext(body)).startswith(b"event: response.created\n")
     await body.aclose()
     assert closed.is_set()
+
+
+async def test_sse_body_draws_at_most_its_limit_of_batches_ahead_of_the_client() -> None:
+    batches = _batches(500)
+    drawn = 0
+
+    async def source() -> AsyncIterator[list[Event]]:
+        nonlocal drawn
+        for batch in batches:
+            drawn += 1
+            yield batch
+
+    body = sse_body(source())
+    chunks = [await anext(body)]  # the client takes response.created, then stops reading
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert 1 + streaming._BATCHES_AHEAD <= drawn <= 2 + streaming._BATCHES_AHEAD
+    chunks += [chunk async for chunk in body]
+    assert drawn == len(batches)
+    assert b"".join(chunks) == _framed(batches) + SSE_DONE
 
 
 async def test_an_error_drawing_batches_is_raised_after_what_came_before() -> None:
