@@ -62,13 +62,13 @@ from typing import Any
 import msgspec
 from msgspec import UNSET
 
-from providers.anthropic_stream import decode_stream, message_deltas, raise_error_payload
+from providers.anthropic_stream import AnthropicStreamDecoder, message_deltas, raise_error_payload
 from providers.base import PreparedCall, SessionProvider
 from providers.common import TEXT_PARTS, Refusals, call_arguments, output_format, part_texts, reasoning_effort
 from providers.http import (
     auth_headers,
     counting_call,
-    iter_sse,
+    decode_events,
     join_url,
     parse_retry_after,
     read_error,
@@ -165,7 +165,7 @@ class AnthropicProvider(SessionProvider):
         map_error = functools.partial(_map_error, secret=deployment.api_key)
         response = await send(self._session, call, deployment, map_error)
         if request.stream:
-            async for delta in decode_stream(iter_sse(response, provider), provider, map_error):
+            async for delta in decode_events(response, provider, AnthropicStreamDecoder(provider, map_error)):
                 yield delta
             return
         raw, reply = await read_json(response, provider)

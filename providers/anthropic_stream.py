@@ -21,14 +21,14 @@ the turn ends, so the block that ``max_tokens`` cut ends ``incomplete`` in both 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import msgspec
 
 from providers.common import count, finish_from, token_usage
-from providers.http import ErrorMapper, decode_events, decode_json
+from providers.http import ErrorMapper, decode_json
 from proxy.errors import UpstreamError
 from proxy.schema.deltas import (
     Delta,
@@ -308,13 +308,6 @@ class AnthropicStreamDecoder:
             return []
         state.pieces.append(text)
         return [ReasoningDelta(key=state.key, text=text, summary_index=0)]
-
-
-async def decode_stream(events: AsyncIterator[tuple[str | None, bytes]], provider: str,
-                        map_error: ErrorMapper) -> AsyncGenerator[Delta, None]:
-    """Deltas for one streamed Messages turn, read from ``providers.http.iter_sse``."""
-    async for delta in decode_events(events, AnthropicStreamDecoder(provider, map_error)):
-        yield delta
 
 
 def _index(payload: Mapping[str, Any], provider: str) -> int:

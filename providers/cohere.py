@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import msgspec
@@ -64,7 +64,6 @@ from providers.http import (
     auth_headers,
     decode_events,
     decode_json,
-    iter_sse,
     join_url,
     parse_retry_after,
     read_error,
@@ -139,7 +138,7 @@ class CohereProvider(SessionProvider):
         single_call = request.body.parallel_tool_calls is False
         response = await send(self._session, call, deployment, map_error)
         if request.stream:
-            async for delta in decode_stream(iter_sse(response, provider), provider, map_error, single_call):
+            async for delta in decode_events(response, provider, CohereStreamDecoder(provider, map_error, single_call)):
                 yield delta
             return
         _, reply = await read_json(response, provider)
@@ -385,8 +384,3 @@ class CohereStreamDecoder:
         return out
 
 
-async def decode_stream(events: AsyncIterator[tuple[str | None, bytes]], provider: str, map_error: ErrorMapper,
-                        single_call: bool = False) -> AsyncGenerator[Delta, None]:
-    """Deltas for one streamed turn, read from ``providers.http.iter_sse``."""
-    async for delta in decode_events(events, CohereStreamDecoder(provider, map_error, single_call)):
-        yield delta

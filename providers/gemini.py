@@ -80,7 +80,6 @@ from providers.gemini_stream import (
 from providers.google_auth import DEFAULT_TOKEN_URL, ServiceAccountTokens
 from providers.http import (
     decode_events,
-    iter_sse,
     join_url,
     logged_body,
     parse_retry_after,
@@ -189,7 +188,7 @@ class GeminiProvider(SessionProvider):
         response = await self._send(call, deployment, map_error)
         decoder = GeminiDecoder(provider, map_error, tier_header=response.headers.get("x-gemini-service-tier"))
         if request.stream:
-            async for delta in decode_events(iter_sse(response, provider), decoder):
+            async for delta in decode_events(response, provider, decoder):
                 yield delta
             return
         deltas = decoder.feed(None, await read_body(response, provider)) + decoder.close()

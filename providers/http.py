@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
@@ -188,17 +188,16 @@ def stream_errors(response: aiohttp.ClientResponse, provider: str) -> Iterator[N
         response.close()
 
 
-async def iter_sse(response: aiohttp.ClientResponse, provider: str) -> AsyncIterator[SSEEvent]:
-    """Yield ``(event, data)`` per SSE event; comments and keep-alives are skipped.
-
-    Closes the upstream connection when the consumer stops early (client went away)."""
+async def sse_reads(response: aiohttp.ClientResponse, provider: str) -> AsyncGenerator[Iterator[SSEEvent], None]:
+    """Per read of the body, the SSE events it completes (comments and keep-alives skipped), each
+    parsed as it is drawn; then the last event, should the body end without its blank line. One
+    step of this generator per read, not per event: a long reply's reads carry dozens. The
+    caller closes it (``aclose``) when it stops early, which closes the upstream connection."""
     decoder = SSEDecoder()
     with stream_errors(response, provider):
         async for chunk in response.content.iter_any():
-            for event in decoder.feed(chunk):
-                yield event
-        for event in decoder.finish():
-            yield event
+            yield decoder.feed(chunk)
+        yield iter(decoder.finish())
 
 
 async def iter_ndjson(response: aiohttp.ClientResponse, provider: str) -> AsyncGenerator[bytes, None]:
@@ -225,20 +224,22 @@ class EventDecoder(Protocol):
     def close(self) -> list[Delta]: ...
 
 
-async def decode_events(events: AsyncIterator[SSEEvent],
+async def decode_events(response: aiohttp.ClientResponse, provider: str,
                         decoder: EventDecoder) -> AsyncGenerator[Delta, None]:
-    """The deltas of one streamed turn: ``decoder`` fed the events of ``iter_sse`` until it is
+    """The deltas of one streamed turn: ``decoder`` fed the reply's SSE events until it is
     ``done``, then closed."""
+    reads = sse_reads(response, provider)
     try:
-        async for event, data in events:
-            for delta in decoder.feed(event, data):
-                yield delta
+        async for events in reads:
+            for event, data in events:
+                for delta in decoder.feed(event, data):
+                    yield delta
+                if decoder.done:
+                    break
             if decoder.done:
                 break
     finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:  # release the upstream connection now, not at garbage collection
-            await aclose()
+        await reads.aclose()  # release the upstream connection now, not at garbage collection
     for delta in decoder.close():
         yield delta
 

@@ -39,8 +39,8 @@ from providers.common import (
 )
 from providers.http import (
     auth_headers,
+    decode_events,
     error_message,
-    iter_sse,
     join_url,
     logged_body,
     parse_retry_after,
@@ -49,10 +49,10 @@ from providers.http import (
     send,
 )
 from providers.openai_chat_stream import (
+    ChatStreamDecoder,
     arguments_text,
     chunk_usage,
     content_parts,
-    decode_stream,
     finish_reason,
     raise_error_payload,
     reasoning_text,
@@ -124,7 +124,7 @@ class OpenAIChatProvider(SessionProvider):
         map_error = functools.partial(_map_error, secret=deployment.api_key)
         response = await send(self._session, call, deployment, map_error)
         if request.stream:
-            async for delta in decode_stream(iter_sse(response, provider), provider, map_error):
+            async for delta in decode_events(response, provider, ChatStreamDecoder(provider, map_error)):
                 yield delta
             return
         raw, reply = await read_json(response, provider)

@@ -9,14 +9,14 @@ reasoning item rather than reusing a closed one).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from providers.common import count, finish_from, token_usage
-from providers.http import ErrorMapper, decode_events, decode_json
+from providers.http import ErrorMapper, decode_json
 from proxy.errors import UpstreamError
 from proxy.ids import new_id
 from proxy.schema.deltas import (
@@ -285,13 +285,6 @@ class ChatStreamDecoder:
             text = text[len(seen):]
         call.arguments += text
         return text
-
-
-async def decode_stream(events: AsyncIterator[tuple[str | None, bytes]], provider: str,
-                        map_error: ErrorMapper) -> AsyncGenerator[Delta, None]:
-    """Deltas for one streamed Chat Completions turn, read from ``providers.http.iter_sse``."""
-    async for delta in decode_events(events, ChatStreamDecoder(provider, map_error)):
-        yield delta
 
 
 def _is_json(text: str) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
@@ -30,13 +30,13 @@ from providers.http import (
     auth_headers,
     counting_call,
     decode_json,
-    iter_sse,
     join_url,
     parse_retry_after,
     read_error,
     read_json,
     read_token_count,
     send,
+    sse_reads,
 )
 from proxy.errors import ContextTooLong, GatewayError, UpstreamError, error_for_upstream_status
 from proxy.schema import deltas as d
@@ -218,103 +218,114 @@ class OpenAIResponsesProvider(SessionProvider):
         response = await send(self._session, call, deployment, map_error)
         return await read_token_count(response, deployment.provider, "input_tokens")
 
-    async def run(self, request: UpstreamRequest) -> AsyncGenerator[d.Delta, None]:
+    def run(self, request: UpstreamRequest) -> AsyncGenerator[d.Delta, None]:
+        # Either generator is the caller's directly: a streamed event crosses no layer of ours.
+        return self._streamed(request) if request.stream else self._whole(request)
+
+    async def _send(self, request: UpstreamRequest) -> tuple[aiohttp.ClientResponse, ErrorMapper]:
         call = self.prepare(request)
-        deployment = request.deployment
-        provider = deployment.provider
-        map_error: ErrorMapper = functools.partial(_map_error, secret=deployment.api_key)
-        response = await send(self._session, call, deployment, map_error)
-        if not request.stream:
-            _, data = await read_json(response, provider)
-            if data.get("status") == "failed" or ("output" not in data and data.get("error")):
-                raise _in_band_error(data.get("error"), map_error)
-            for index, item in enumerate(data.get("output") or []):
-                for delta in _item_deltas(index, item, streamed=False):
-                    yield delta
-            for delta in _terminal(data):
+        map_error: ErrorMapper = functools.partial(_map_error, secret=request.deployment.api_key)
+        return await send(self._session, call, request.deployment, map_error), map_error
+
+    async def _whole(self, request: UpstreamRequest) -> AsyncGenerator[d.Delta, None]:
+        response, map_error = await self._send(request)
+        _, data = await read_json(response, request.deployment.provider)
+        if data.get("status") == "failed" or ("output" not in data and data.get("error")):
+            raise _in_band_error(data.get("error"), map_error)
+        for index, item in enumerate(data.get("output") or []):
+            for delta in _item_deltas(index, item, streamed=False):
                 yield delta
-            return
-        async for delta in self._stream(response, provider, map_error):
+        for delta in _terminal(data):
             yield delta
 
-    async def _stream(self, response: aiohttp.ClientResponse, provider: str,
-                      map_error: ErrorMapper) -> AsyncIterator[d.Delta]:
+    async def _streamed(self, request: UpstreamRequest) -> AsyncGenerator[d.Delta, None]:
+        response, map_error = await self._send(request)
+        provider = request.deployment.provider
         seen: set[int] = set()  # items whose content already arrived as deltas
         phases: dict[int, str] = {}  # message phase, announced only by output_item.added
         arguments: dict[int, str] = {}  # function call arguments streamed so far
-        async for _event, data in iter_sse(response, provider):
-            if data == b"[DONE]":
-                break
-            event = decode_json(data, provider)
-            if not isinstance(event, dict):
-                raise UpstreamError(f"{provider} sent an unexpected stream event")
-            kind = event.get("type") or ""
-            index: Any = event.get("output_index")  # the item's key: its position in the upstream output
-            item_id = _text_or_unset(event.get("item_id"))
-            if kind in ("response.created", "response.in_progress", "response.queued"):
-                yield d.ResponseInfo(model=_text_or_unset((event.get("response") or {}).get("model")))
-            elif kind == "response.output_item.added":
-                item = event["item"]
-                item_type = item.get("type")
-                if item_type == "message":
-                    if isinstance(item.get("phase"), str):
-                        phases[index] = item["phase"]
-                elif item_type == "function_call":
-                    seen.add(index)
-                    arguments[index] = item.get("arguments") or ""
-                    yield d.ToolCallStart(key=index, call_id=item["call_id"], name=item["name"],
-                                          item_id=_text_or_unset(item.get("id")))
-                    if arguments[index]:
-                        yield d.ToolCallArguments(key=index, text=arguments[index])
-                elif item_type != "reasoning":
-                    seen.add(index)
-                    yield d.PassthroughItem(key=index, item=dict(item), done=False)
-            elif kind == "response.output_item.done":
-                item = event["item"]
-                item_type = item.get("type")
-                if item_type not in ("message", "function_call", "reasoning"):
-                    yield d.PassthroughItem(key=index, item=dict(item), done=True)
-                    continue
-                if item_type == "function_call" and index in arguments:
-                    # Some hosts send the arguments only with the finished item.
-                    final, sent = item.get("arguments") or "", arguments.pop(index)
-                    if len(final) > len(sent) and final.startswith(sent):
-                        yield d.ToolCallArguments(key=index, text=final[len(sent):])
-                for delta in _item_deltas(index, item, streamed=index in seen):
-                    yield delta
-            elif kind == "response.output_text.delta":
-                seen.add(index)
-                yield d.TextDelta(key=index, text=event["delta"], item_id=item_id,
-                                  phase=phases.get(index, msgspec.UNSET))
-            elif kind == "response.output_text.annotation.added":
-                annotation = event.get("annotation") or {}
-                if annotation.get("type") == "url_citation":
-                    yield d.AnnotationDelta(key=index, annotation=msgspec.convert(annotation, UrlCitation))
-            elif kind == "response.refusal.delta":
-                seen.add(index)
-                yield d.RefusalDelta(key=index, text=event["delta"], item_id=item_id)
-            elif kind == "response.reasoning_summary_text.delta":
-                seen.add(index)
-                yield d.ReasoningDelta(key=index, text=event["delta"], summary_index=event.get("summary_index", 0),
-                                       item_id=item_id)
-            elif kind in ("response.reasoning_text.delta", "response.reasoning.delta"):
-                seen.add(index)
-                yield d.ReasoningDelta(key=index, text=event["delta"], item_id=item_id)
-            elif kind == "response.function_call_arguments.delta":
-                arguments[index] = arguments.get(index, "") + event["delta"]
-                yield d.ToolCallArguments(key=index, text=event["delta"])
-            elif kind in ("response.completed", "response.incomplete"):
-                for delta in _terminal(event.get("response") or {}):
-                    yield delta
-                return
-            elif kind == "response.failed":
-                raise _in_band_error((event.get("response") or {}).get("error"), map_error)
-            elif kind == "error" or (not kind and "error" in event):
-                raise _stream_error(event, map_error)
-            elif not kind.startswith(_CORE_EVENT_PREFIXES):
-                # Events of items outside the core (custom tool input, web search progress...).
-                yield d.PassthroughEvent(event=event, key=index if isinstance(index, int) else None)
-        raise UpstreamError(f"{provider} stream ended before its terminal event")
+        reads = sse_reads(response, provider)
+        try:
+            async for events in reads:
+                for _event, data in events:
+                    if data == b"[DONE]":
+                        raise _ended_early(provider)
+                    event = decode_json(data, provider)
+                    if not isinstance(event, dict):
+                        raise UpstreamError(f"{provider} sent an unexpected stream event")
+                    kind = event.get("type") or ""
+                    index: Any = event.get("output_index")  # the item's key: its position in the upstream output
+                    item_id = _text_or_unset(event.get("item_id"))
+                    if kind in ("response.created", "response.in_progress", "response.queued"):
+                        yield d.ResponseInfo(model=_text_or_unset((event.get("response") or {}).get("model")))
+                    elif kind == "response.output_item.added":
+                        item = event["item"]
+                        item_type = item.get("type")
+                        if item_type == "message":
+                            if isinstance(item.get("phase"), str):
+                                phases[index] = item["phase"]
+                        elif item_type == "function_call":
+                            seen.add(index)
+                            arguments[index] = item.get("arguments") or ""
+                            yield d.ToolCallStart(key=index, call_id=item["call_id"], name=item["name"],
+                                                  item_id=_text_or_unset(item.get("id")))
+                            if arguments[index]:
+                                yield d.ToolCallArguments(key=index, text=arguments[index])
+                        elif item_type != "reasoning":
+                            seen.add(index)
+                            yield d.PassthroughItem(key=index, item=dict(item), done=False)
+                    elif kind == "response.output_item.done":
+                        item = event["item"]
+                        item_type = item.get("type")
+                        if item_type not in ("message", "function_call", "reasoning"):
+                            yield d.PassthroughItem(key=index, item=dict(item), done=True)
+                            continue
+                        if item_type == "function_call" and index in arguments:
+                            # Some hosts send the arguments only with the finished item.
+                            final, sent = item.get("arguments") or "", arguments.pop(index)
+                            if len(final) > len(sent) and final.startswith(sent):
+                                yield d.ToolCallArguments(key=index, text=final[len(sent):])
+                        for delta in _item_deltas(index, item, streamed=index in seen):
+                            yield delta
+                    elif kind == "response.output_text.delta":
+                        seen.add(index)
+                        yield d.TextDelta(key=index, text=event["delta"], item_id=item_id,
+                                          phase=phases.get(index, msgspec.UNSET))
+                    elif kind == "response.output_text.annotation.added":
+                        annotation = event.get("annotation") or {}
+                        if annotation.get("type") == "url_citation":
+                            yield d.AnnotationDelta(key=index, annotation=msgspec.convert(annotation, UrlCitation))
+                    elif kind == "response.refusal.delta":
+                        seen.add(index)
+                        yield d.RefusalDelta(key=index, text=event["delta"], item_id=item_id)
+                    elif kind == "response.reasoning_summary_text.delta":
+                        seen.add(index)
+                        yield d.ReasoningDelta(key=index, text=event["delta"], item_id=item_id,
+                                               summary_index=event.get("summary_index", 0))
+                    elif kind in ("response.reasoning_text.delta", "response.reasoning.delta"):
+                        seen.add(index)
+                        yield d.ReasoningDelta(key=index, text=event["delta"], item_id=item_id)
+                    elif kind == "response.function_call_arguments.delta":
+                        arguments[index] = arguments.get(index, "") + event["delta"]
+                        yield d.ToolCallArguments(key=index, text=event["delta"])
+                    elif kind in ("response.completed", "response.incomplete"):
+                        for delta in _terminal(event.get("response") or {}):
+                            yield delta
+                        return
+                    elif kind == "response.failed":
+                        raise _in_band_error((event.get("response") or {}).get("error"), map_error)
+                    elif kind == "error" or (not kind and "error" in event):
+                        raise _stream_error(event, map_error)
+                    elif not kind.startswith(_CORE_EVENT_PREFIXES):
+                        # Events of items outside the core (custom tool input, web search progress...).
+                        yield d.PassthroughEvent(event=event, key=index if isinstance(index, int) else None)
+        finally:
+            await reads.aclose()
+        raise _ended_early(provider)
+
+
+def _ended_early(provider: str) -> UpstreamError:
+    return UpstreamError(f"{provider} stream ended before its terminal event")
 
 
 def _text_or_unset(value: Any) -> str | msgspec.UnsetType:

@@ -1,4 +1,5 @@
-"""``providers.http.SSEDecoder``: SSE framing however the bytes are cut into chunks.
+"""``providers.http.SSEDecoder``: SSE framing however the bytes are cut into chunks; and
+``sse_reads``, which gives the events of each read of a real reply.
 
 Streams are built from a model of their events (field lines, comments, line ends), so what the
 decoder must return is known without a second parser; hypothesis varies the events, the line
@@ -7,14 +8,17 @@ ends and where the chunks are cut.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from dataclasses import dataclass
 
+import aiohttp
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.http import SSEDecoder, SSEEvent
+from providers.http import SSEDecoder, SSEEvent, sse_reads
 
 LINE_ENDS = (b"\n", b"\r\n", b"\r")
 
@@ -162,3 +166,54 @@ def test_very_large_event_in_small_chunks_takes_linear_time() -> None:
     # Joined once: well under a second; growing one buffer per chunk copies gigabytes.
     assert time.process_time() - started < 2.0
     assert events == [(None, payload)]
+
+
+async def _served(chunks: list[bytes], cut: asyncio.Event) -> tuple[web.AppRunner, str]:
+    """A loopback server whose reply is ``chunks``, each flushed alone after a pause; ``cut`` is
+    set when the client closed the connection before the last."""
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            for chunk in chunks:
+                await asyncio.sleep(0.1)
+                await response.write(chunk)
+        except ConnectionResetError:
+            cut.set()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", reply)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}/"
+
+
+async def test_sse_reads_gives_each_reads_events_then_the_unterminated_last() -> None:
+    chunks = [b"event: a\ndata: 1\n\ndata: 2\n\nevent: b\ndata: 3\n\ndata: 4", b"5\n\ndata: 6"]
+    runner, url = await _served(chunks, asyncio.Event())
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            reads = [list(events) async for events in sse_reads(response, "test")]
+    finally:
+        await runner.cleanup()
+    assert reads == [[("a", b"1"), (None, b"2"), ("b", b"3")], [(None, b"45")], [(None, b"6")]]
+
+
+async def test_closing_sse_reads_early_closes_the_upstream_connection() -> None:
+    cut = asyncio.Event()
+    runner, url = await _served([b"data: 1\n\n"] + [b"data: more\n\n"] * 50, cut)
+    try:
+        async with aiohttp.ClientSession() as session:
+            response = await session.get(url)
+            reads = sse_reads(response, "test")
+            assert list(await anext(reads)) == [(None, b"1")]
+            await reads.aclose()
+            assert response.closed
+            await asyncio.wait_for(cut.wait(), 2.0)  # the server's next write finds the connection gone
+    finally:
+        await runner.cleanup()

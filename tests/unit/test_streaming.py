@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from proxy import streaming
 from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.schema import deltas as d
 from proxy.schema.codec import encode
 from proxy.schema.content import UrlCitation
 from proxy.schema.response import InputTokensDetails, OutputTokensDetails, ResponseResource, Usage
-from proxy import streaming
 from proxy.streaming import SSE_DONE, Event, ResponseBuilder, sse_body, sse_frame
 from tests.spec_validation import parse_sse, validate_resource, validate_stream
 

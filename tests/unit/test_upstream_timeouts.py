@@ -1,4 +1,4 @@
-"""``providers.http.send`` and ``iter_sse`` against a real simulator: ``first_byte`` bounds the
+"""``providers.http.send`` and ``sse_reads`` against a real simulator: ``first_byte`` bounds the
 wait for the reply's headers, ``idle`` the gaps between stream chunks after them, whichever of
 the two is longer."""
 
@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from providers.base import PreparedCall
-from providers.http import iter_sse, new_session, read_body, send
+from providers.http import new_session, read_body, send, sse_reads
 from proxy.errors import GatewayError, UpstreamError, UpstreamTimeout
 from proxy.schema.upstream import Deployment, Timeouts
 
@@ -40,7 +40,7 @@ def _unexpected(status: int, headers: object, body: bytes) -> GatewayError:
 
 
 async def _events(response: aiohttp.ClientResponse) -> list[str | None]:
-    return [event async for event, _ in iter_sse(response, "sim")]
+    return [event async for events in sse_reads(response, "sim") for event, _ in events]
 
 
 async def test_headers_may_take_longer_than_idle_within_first_byte(sim: str, session: aiohttp.ClientSession) -> None:
