@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,15 +122,22 @@ def leaf_share(raw: Path, function: str) -> tuple[int, int]:
     """The samples in py-spy's ``raw`` output, and how many of them have ``function`` as their
     innermost Python frame."""
     total = hits = 0
+    for frames, count in _stacks(raw):
+        python = [func for func, file in frames if _is_python(file)]
+        total += count
+        if python and python[-1] == function:
+            hits += count
+    return total, hits
+
+
+def _stacks(raw: Path) -> Iterator[tuple[list[tuple[str, str]], int]]:
+    """Each stack of py-spy's ``raw`` (collapsed) output as its frames, outermost first, each a
+    function and its file, with its sample count; a stack py-spy could not read is left out."""
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        python = [func for func, file in (_split(frame) for frame in stack.split(";") if frame) if _is_python(file)]
-        total += int(count_text)
-        if python and python[-1] == function:
-            hits += int(count_text)
-    return total, hits
+        frames = [_split(frame) for frame in stack.split(";") if frame.strip()]
+        if frames and count_text.isdigit():
+            yield frames, int(count_text)
 
 
 def _short(path: str) -> str:
@@ -174,14 +182,7 @@ def summarize(raw: Path, *, top: int = 15) -> dict[str, Any]:
     inclusive: Counter[str] = Counter()
     components: Counter[str] = Counter()
     total = idle = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [_split(frame) for frame in stack.split(";") if frame]
-        if not frames:
-            continue
+    for frames, count in _stacks(raw):
         names = [f"{func} ({file})" if file else func for func, file in frames]
         python = [name for name, (_, file) in zip(names, frames, strict=True) if _is_python(file)]
         if python and python[-1] in _IDLE_PYTHON:
