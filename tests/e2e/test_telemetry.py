@@ -35,7 +35,7 @@ from proxy.telemetry.logs import JsonFormatter
 from tests.conftest import Api
 from tests.gateway_process import spawn_gateway, write_gateway_config
 from tests.gateway_server import TEAM_A_KEY, TEAM_B_KEY, RunningGateway, gateway_settings, serve
-from tests.spec_validation import validate_error_body
+from tests.spec_validation import parse_sse, validate_error_body, validate_stream
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
@@ -67,11 +67,13 @@ def _settings(tmp: Path, **overrides: Any) -> Any:
                                              "x-sim-fault-key": f"telemetry-{tmp.name}"}),
         "down": _provider(**{"x-sim-fault": "status:503"}),
         "slow": _provider(**{"x-sim-token-delay-ms": "40"}),
+        "cut": _provider(**{"x-sim-fault": "reset-after-first-byte"}),
     }
     models = {"sim": {"deployments": [{"provider": "sim", "model": "sim-1", "price": PRICE}]},
               "flaky": {"deployments": [{"provider": "flaky", "model": "sim-2"}]},
               "down": {"deployments": [{"provider": "down", "model": "sim-3"}]},
-              "slow": {"deployments": [{"provider": "slow", "model": "sim-4"}]}}
+              "slow": {"deployments": [{"provider": "slow", "model": "sim-4"}]},
+              "cut": {"deployments": [{"provider": "cut", "model": "sim-5"}]}}
     policies = tmp / "policies"
     policies.mkdir()
     metered = {"keys": [{"sha256": hash_key(METERED_KEY), "name": "m"}], "limits": {"key": {"rpm": 1}}}
@@ -330,6 +332,27 @@ def test_failed_upstream_attempts_are_counted_by_error_type(traced: Traced, api:
     after = _value(_scrape(traced.gateway.base_url), "interlock_upstream_duration_seconds_count", **labels)
     assert after - before == 2, "both attempts (retry.attempts: 2)"
     assert _value(_scrape(traced.gateway.base_url), "interlock_circuit_failures", upstream="down/sim-3") >= 2
+
+
+def test_an_upstream_attempt_is_counted_as_its_reply_ended(traced: Traced) -> None:
+    """``cancelled`` for a stream whose client left after its first bytes, the error's type for
+    one the upstream cut after its first event."""
+    gateway = traced.gateway
+    name = "interlock_upstream_duration_seconds_count"
+    left = {"model": "slow", "deployment": "slow#0:slow/sim-4", "outcome": "cancelled"}
+    cut = {"model": "cut", "deployment": "cut#0:cut/sim-5", "outcome": "upstream_error"}
+    before = _scrape(gateway.base_url)
+    with httpx.Client(base_url=gateway.base_url, headers={"Authorization": f"Bearer {TEAM_A_KEY}"}) as client:
+        with client.stream("POST", "/v1/responses", json={"model": "slow", "input": "a few slow words here",
+                                                            "stream": True}) as reply:
+            next(reply.iter_bytes())
+        with client.stream("POST", "/v1/responses", json={"model": "cut", "input": "x", "stream": True}) as reply:
+            events, _ = parse_sse(reply.read().decode())
+    assert events[-1]["type"] == "response.failed"
+    validate_stream(events)
+    _after(gateway, name, _value(before, name, **left) + 1, **left)
+    after = _after(gateway, name, _value(before, name, **cut) + 1, **cut)
+    assert _value(after, name, **{**cut, "outcome": "ok"}) == _value(before, name, **{**cut, "outcome": "ok"})
 
 
 def test_limit_rejections_are_counted(traced: Traced, metered: Api) -> None:
