@@ -644,6 +644,29 @@ async def test_stream_without_terminal_event_fails(session: aiohttp.ClientSessio
     assert caught.value.retryable
 
 
+def _compact_sse(*events: dict[str, Any]) -> bytes:
+    """Events as OpenAI writes them: no spaces, ``type`` first."""
+    frames = ((event["type"], json.dumps(event, separators=(",", ":"))) for event in events)
+    return "".join(f"event: {name}\ndata: {data}\n\n" for name, data in frames).encode()
+
+
+async def test_text_deltas_read_the_same_however_the_event_is_written(session: aiohttp.ClientSession) -> None:
+    """OpenAI's text delta events (compact, ``type`` first: most of a stream) take a fast path;
+    one written any other way takes the general one; both give the same deltas."""
+    phased = {**MESSAGE, "phase": "final_answer"}
+    events = [*CREATED, {"type": "response.output_item.added", "output_index": 0, "item": phased},
+              *_text_events("two words")[1:], _completed([])]
+    compact = await _run_synthetic(session, _compact_sse(*events))
+    spaced = await _run_synthetic(session, _sse(*events))
+    assert compact == spaced
+    assert [(delta.text, delta.key, delta.item_id, delta.phase) for delta in compact
+            if isinstance(delta, d.TextDelta)] == [("two ", 0, "msg_1", "final_answer"), ("words", 0, "msg_1",
+                                                                                          "final_answer")]
+    broken = _compact_sse(*CREATED) + b'data: {"type":"response.output_text.delta","delta":"x"\n\n'
+    with pytest.raises(UpstreamError, match="sent malformed JSON"):
+        await _run_synthetic(session, broken)
+
+
 @pytest.mark.parametrize(("frame", "expect"), [
     ({"type": "error", "code": "rate_limit_exceeded", "param": None,
       "message": f"Rate limit reached for key {API_KEY}"},
