@@ -229,13 +229,16 @@ class OpenAIResponsesProvider(SessionProvider):
 
     async def _whole(self, request: UpstreamRequest) -> AsyncGenerator[d.Delta, None]:
         response, map_error = await self._send(request)
-        _, data = await read_json(response, request.deployment.provider)
+        provider = request.deployment.provider
+        _, data = await read_json(response, provider)
         if data.get("status") == "failed" or ("output" not in data and data.get("error")):
             raise _in_band_error(data.get("error"), map_error)
-        for index, item in enumerate(data.get("output") or []):
-            for delta in _item_deltas(index, item, streamed=False):
-                yield delta
-        for delta in _terminal(data):
+        try:
+            deltas = [delta for index, item in enumerate(data.get("output") or [])
+                      for delta in _item_deltas(index, item, streamed=False)] + _terminal(data)
+        except _MISSHAPEN as exc:
+            raise UpstreamError(f"{provider} sent an unexpected reply") from exc
+        for delta in deltas:
             yield delta
 
     async def _streamed(self, request: UpstreamRequest) -> AsyncGenerator[d.Delta, None]:
@@ -324,27 +327,35 @@ class OpenAIResponsesProvider(SessionProvider):
                     elif not kind.startswith(_CORE_EVENT_PREFIXES):
                         # Events of items outside the core (custom tool input, web search progress...).
                         yield d.PassthroughEvent(event=event, key=index if isinstance(index, int) else None)
+        except _MISSHAPEN as exc:
+            raise UpstreamError(f"{provider} sent an unexpected stream event") from exc
         finally:
             await reads.aclose()
         raise _ended_early(provider)
 
 
+_MISSHAPEN = (KeyError, TypeError, AttributeError, IndexError)
+"""What reading an event or reply without the fields its type promises raises (a missing key, a
+string where an object belongs): the upstream's fault, a 502, not the gateway's 500."""
+
+
 _TEXT_DELTA_START = b'{"type":"response.output_text.delta",'
 """How OpenAI begins a text delta event, the bulk of a stream: those are read into ``_TextDelta``
-(no dict, no chain of event types); one written otherwise takes the general path, as right."""
+(no dict, no chain of event types); one written otherwise takes the general path, which reads
+it the same."""
 
 
 class _TextDelta(msgspec.Struct):
+    delta: str
     output_index: Any = None
     item_id: Any = None
-    delta: Any = None
 
 
 _text_delta_decoder = msgspec.json.Decoder(_TextDelta)
 
 
-def _text_delta(data: bytes, provider: str) -> tuple[Any, Any, str | msgspec.UnsetType]:
-    """A text delta event's item key, text and item id."""
+def _text_delta(data: bytes, provider: str) -> tuple[Any, str, str | msgspec.UnsetType]:
+    """A text delta event's item key, text and item id; one without its text is malformed."""
     try:
         event = _text_delta_decoder.decode(data)
     except msgspec.DecodeError as exc:

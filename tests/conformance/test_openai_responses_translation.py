@@ -662,9 +662,29 @@ async def test_text_deltas_read_the_same_however_the_event_is_written(session: a
     assert [(delta.text, delta.key, delta.item_id, delta.phase) for delta in compact
             if isinstance(delta, d.TextDelta)] == [("two ", 0, "msg_1", "final_answer"), ("words", 0, "msg_1",
                                                                                           "final_answer")]
-    broken = _compact_sse(*CREATED) + b'data: {"type":"response.output_text.delta","delta":"x"\n\n'
-    with pytest.raises(UpstreamError, match="sent malformed JSON"):
-        await _run_synthetic(session, broken)
+    for broken in (b'{"type":"response.output_text.delta","delta":"x"',
+                   b'{"type":"response.output_text.delta","output_index":0,"delta":7}'):
+        with pytest.raises(UpstreamError, match="sent malformed JSON"):
+            await _run_synthetic(session, _compact_sse(*CREATED) + b"data: " + broken + b"\n\n")
+
+
+@pytest.mark.parametrize("event", [
+    {"type": "response.output_text.delta", "output_index": 0},
+    {"type": "response.output_item.added", "output_index": 0, "item": "a string"},
+    {"type": "response.output_item.added", "output_index": 0, "item": {"type": "function_call", "name": "f"}},
+], ids=["text-delta-without-text", "item-not-an-object", "call-without-call-id"])
+async def test_an_event_without_what_its_type_promises_is_the_upstreams_error(
+        session: aiohttp.ClientSession, event: dict[str, Any]) -> None:
+    with pytest.raises(UpstreamError, match="sent an unexpected stream event") as caught:
+        await _run_synthetic(session, _sse(*CREATED, event))
+    assert caught.value.status == 502
+
+
+async def test_a_reply_without_what_its_items_promise_is_the_upstreams_error(session: aiohttp.ClientSession) -> None:
+    misshapen = _resource("completed", [{"type": "function_call", "id": "fc_1", "name": "f", "arguments": "{}"}])
+    with pytest.raises(UpstreamError, match="sent an unexpected reply") as caught:
+        await _run_synthetic(session, misshapen, stream=False)
+    assert caught.value.status == 502
 
 
 @pytest.mark.parametrize(("frame", "expect"), [
