@@ -30,12 +30,11 @@ from proxy.routes.models import list_models, retrieve_model
 from proxy.routes.openapi import openapi_document
 from proxy.routes.responses import (
     cancel_response,
-    create_response,
     delete_response,
     list_input_items,
+    responses_endpoint,
     retrieve_response,
 )
-from proxy.routes.websocket import responses_websocket
 from proxy.settings import Settings
 from proxy.telemetry import bind_request_id, telemetry_middleware
 
@@ -77,9 +76,9 @@ def create_app(settings: Settings, *, config_path: Path | None = None) -> Litest
             await gateway.close()
 
     return Litestar(
-        route_handlers=[create_response, retrieve_response, cancel_response, delete_response, list_input_items,
+        route_handlers=[responses_endpoint, retrieve_response, cancel_response, delete_response, list_input_items,
                         list_models, retrieve_model, healthz, readyz, list_usage, explain_policy,
-                        responses_websocket, compact_response, count_response_input_tokens,
+                        compact_response, count_response_input_tokens,
                         prometheus_metrics, openapi_document],
         lifespan=[lifespan],
         middleware=[request_id_middleware, *telemetry_middleware(settings.telemetry),

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from typing import Literal, cast
 
-from litestar import Request, delete, get, post
-from litestar.types import ASGIApp
+from litestar import Request, WebSocket, asgi, delete, get, post
+from litestar.exceptions import MethodNotAllowedException
+from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
 from policies.limits import LimitStatus
 from proxy.auth import Principal
@@ -19,6 +20,7 @@ from proxy.jobs import event_stream
 from proxy.routes.body import read_json_body
 from proxy.routes.headers import authorization
 from proxy.routes.reply import JSONReply, SSEReply
+from proxy.routes.websocket import serve_websocket
 from proxy.schema.codec import encode
 from proxy.schema.response import DeletedResponse, ItemList
 from proxy.store import StoredResponse
@@ -45,7 +47,34 @@ def _not_found(response_id: str) -> NotFound:
     return NotFound(f"Response with id '{response_id}' not found.", param="response_id", code="response_not_found")
 
 
-@post("/v1/responses", status_code=200)
+_ALLOWED = b"POST, OPTIONS"
+"""What ``/v1/responses`` answers over HTTP (the WebSocket transport is a GET with ``Upgrade``)."""
+
+
+@asgi("/v1/responses", copy_scope=False, opt={"http_methods": ("POST",), "websocket": True})
+async def responses_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /v1/responses`` creates a response; a WebSocket upgrade of the same path opens the
+    WebSocket transport (``proxy/routes/websocket.py``).
+
+    One plain ASGI route rather than Litestar's HTTP and WebSocket handlers: on the gateway's
+    hottest route Litestar's handler machinery (a signature model parsing the handler's
+    arguments, an exit stack, the reply's conversion) cost 5% of a worker's CPU per JSON request
+    (paired A/B, docs/benchmarks.md). Routing, the middleware and the exception handlers are
+    Litestar's as on every other route; ``opt`` names what is served for the route listing."""
+    if scope["type"] == "websocket":
+        await serve_websocket(WebSocket(scope, receive, send))
+        return
+    method = cast(HTTPScope, scope)["method"]
+    if method == "POST":
+        reply = await create_response(Request(scope, receive, send))
+        await reply(scope, receive, send)
+    elif method == "OPTIONS":
+        await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", _ALLOWED)]})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    else:
+        raise MethodNotAllowedException(headers={"allow": _ALLOWED.decode()})
+
+
 async def create_response(request: Request) -> ASGIApp:
     received = time.perf_counter()
     gateway = _gateway(request)

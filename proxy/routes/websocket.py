@@ -15,7 +15,7 @@ import logging
 from typing import cast
 
 import msgspec
-from litestar import WebSocket, websocket
+from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.types import WebSocketReceiveEvent, WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 
@@ -45,8 +45,8 @@ class _ClientGone(Exception):
     """A frame could not be sent: the client has left."""
 
 
-@websocket("/v1/responses")
-async def responses_websocket(socket: WebSocket) -> None:
+async def serve_websocket(socket: WebSocket) -> None:
+    """One WebSocket connection of ``/v1/responses`` (``proxy/routes/responses.py`` routes it)."""
     gateway = cast(Gateway, socket.app.state.gateway)
     request_id = new_id("req")
     try:

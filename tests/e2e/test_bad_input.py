@@ -182,6 +182,27 @@ def test_unknown_route_and_method(api: Api) -> None:
     validate_error_body(reply.json())
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE", "HEAD"])
+def test_create_route_refuses_other_methods(api: Api, method: str) -> None:
+    """``/v1/responses`` is a plain ASGI route serving POST and the WebSocket upgrade: any other
+    method is the envelope's 405 with what is allowed, and the reply carries its request id."""
+    reply = api.http.request(method, "/v1/responses")
+    assert reply.status_code == 405
+    assert reply.headers["allow"] == "POST, OPTIONS"
+    assert reply.headers["x-request-id"].startswith("req_")
+    if method != "HEAD":
+        error = reply.json()
+        validate_error_body(error)
+        assert error["error"]["code"] == "method_not_allowed"
+
+
+def test_create_route_answers_options(api: Api) -> None:
+    reply = api.http.options("/v1/responses")
+    assert reply.status_code == 204
+    assert reply.headers["allow"] == "POST, OPTIONS"
+    assert reply.content == b""
+
+
 def test_accept_header_does_not_choose_sse(api: Api) -> None:
     reply = api.http.post("/v1/responses", json={"model": "sim", "input": "hi", "stream": True},
                           headers={"Accept": "application/json"})

@@ -10,7 +10,7 @@ from unittest.mock import ANY
 import httpx
 import pytest
 import schemathesis
-from litestar.routes import HTTPRoute, WebSocketRoute
+from litestar.routes import ASGIRoute, HTTPRoute, WebSocketRoute
 
 from proxy.openapi import build_document
 from proxy.openapi.document import SPEC_PATH
@@ -39,11 +39,16 @@ def test_valid_openapi_3_1() -> None:
 def test_names_every_route_the_app_serves(fuzzed: RunningGateway) -> None:
     served = {(method, route.path_format) for route in fuzzed.app.routes if isinstance(route, HTTPRoute)
               for method in route.methods - _NOT_DOCUMENTED}
+    # A plain ASGI route (``/v1/responses``) names what it serves in its handler's ``opt``.
+    asgi_routes = [route for route in fuzzed.app.routes if isinstance(route, ASGIRoute)]
+    served |= {(method, route.path_format) for route in asgi_routes
+               for method in route.route_handler.opt["http_methods"]}
     paths = build_document()["paths"]
     documented = {(method.upper(), path) for path, item in paths.items() for method in item
                   if method in ("get", "post", "put", "patch", "delete")}
     assert documented == served
     websockets = {route.path_format for route in fuzzed.app.routes if isinstance(route, WebSocketRoute)}
+    websockets |= {route.path_format for route in asgi_routes if route.route_handler.opt["websocket"]}
     assert websockets == {path for path, item in paths.items() if "x-openresponses-websocket" in item}
 
 
