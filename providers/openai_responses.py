@@ -256,6 +256,9 @@ class OpenAIResponsesProvider(SessionProvider):
                         seen.add(key)
                         yield d.TextDelta(key=key, text=text, item_id=text_item, phase=phases.get(key, msgspec.UNSET))
                         continue
+                    if data.startswith(_OPENING_STARTS):
+                        yield d.ResponseInfo(model=_opening_model(data, provider))
+                        continue
                     if data == b"[DONE]":
                         raise _ended_early(provider)
                     event = decode_json(data, provider)
@@ -361,6 +364,32 @@ def _text_delta(data: bytes, provider: str) -> tuple[Any, str, str | msgspec.Uns
     except msgspec.DecodeError as exc:
         raise UpstreamError(f"{provider} sent malformed JSON") from exc
     return event.output_index, event.delta, _text_or_unset(event.item_id)
+
+
+_OPENING_STARTS = (b'{"type":"response.created",', b'{"type":"response.in_progress",',
+                   b'{"type":"response.queued",')
+"""How OpenAI begins the events that open a response. Each carries the whole response so far, the
+request's tools and instructions echoed back (kilobytes for a coding agent), of which only the
+model is read: those are read into ``_Opening``, the rest skipped without being built."""
+
+
+class _ModelOnly(msgspec.Struct):
+    model: Any = None
+
+
+class _Opening(msgspec.Struct):
+    response: _ModelOnly | None = None
+
+
+_opening_decoder = msgspec.json.Decoder(_Opening)
+
+
+def _opening_model(data: bytes, provider: str) -> str | msgspec.UnsetType:
+    try:
+        response = _opening_decoder.decode(data).response
+    except msgspec.DecodeError as exc:
+        raise UpstreamError(f"{provider} sent malformed JSON") from exc
+    return _text_or_unset(response.model) if response is not None else msgspec.UNSET
 
 
 def _ended_early(provider: str) -> UpstreamError:

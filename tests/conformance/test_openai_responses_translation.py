@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from vcr.stubs import aiohttp_stubs
 
@@ -650,20 +651,28 @@ def _compact_sse(*events: dict[str, Any]) -> bytes:
     return "".join(f"event: {name}\ndata: {data}\n\n" for name, data in frames).encode()
 
 
-async def test_text_deltas_read_the_same_however_the_event_is_written(session: aiohttp.ClientSession) -> None:
-    """OpenAI's text delta events (compact, ``type`` first: most of a stream) take a fast path;
-    one written any other way takes the general one; both give the same deltas."""
+async def test_events_read_the_same_however_they_are_written(session: aiohttp.ClientSession) -> None:
+    """OpenAI's text delta events (compact, ``type`` first: most of a stream) and the events that
+    open a response (the whole response so far, of which only the model is needed) take fast
+    paths; one written any other way takes the general one; both give the same deltas."""
     phased = {**MESSAGE, "phase": "final_answer"}
-    events = [*CREATED, {"type": "response.output_item.added", "output_index": 0, "item": phased},
+    opening = [{"type": "response.queued", "response": _resource("queued", model="gpt-4o-queued")}, *CREATED,
+               {"type": "response.in_progress", "response": None}, {"type": "response.in_progress"},
+               {"type": "response.in_progress", "response": _resource(model=None)}]
+    events = [*opening, {"type": "response.output_item.added", "output_index": 0, "item": phased},
               *_text_events("two words")[1:], _completed([])]
     compact = await _run_synthetic(session, _compact_sse(*events))
     spaced = await _run_synthetic(session, _sse(*events))
     assert compact == spaced
+    assert [delta.model for delta in compact if isinstance(delta, d.ResponseInfo)][:6] == [
+        "gpt-4o-queued", "gpt-4o-2024-08-06", "gpt-4o-2024-08-06", msgspec.UNSET, msgspec.UNSET, msgspec.UNSET]
     assert [(delta.text, delta.key, delta.item_id, delta.phase) for delta in compact
             if isinstance(delta, d.TextDelta)] == [("two ", 0, "msg_1", "final_answer"), ("words", 0, "msg_1",
                                                                                           "final_answer")]
     for broken in (b'{"type":"response.output_text.delta","delta":"x"',
-                   b'{"type":"response.output_text.delta","output_index":0,"delta":7}'):
+                   b'{"type":"response.output_text.delta","output_index":0,"delta":7}',
+                   b'{"type":"response.created","response":{"model":"gpt-4o"',
+                   b'{"type":"response.in_progress","response":"a string"}'):
         with pytest.raises(UpstreamError, match="sent malformed JSON"):
             await _run_synthetic(session, _compact_sse(*CREATED) + b"data: " + broken + b"\n\n")
 
