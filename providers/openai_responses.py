@@ -259,6 +259,10 @@ class OpenAIResponsesProvider(SessionProvider):
                     if data.startswith(_OPENING_STARTS):
                         yield d.ResponseInfo(model=_opening_model(data, provider))
                         continue
+                    if data.startswith(_ENDING_STARTS):
+                        for delta in _terminal(_ending(data, provider)):
+                            yield delta
+                        return
                     if data == b"[DONE]":
                         raise _ended_early(provider)
                     event = decode_json(data, provider)
@@ -390,6 +394,44 @@ def _opening_model(data: bytes, provider: str) -> str | msgspec.UnsetType:
     except msgspec.DecodeError as exc:
         raise UpstreamError(f"{provider} sent malformed JSON") from exc
     return _text_or_unset(response.model) if response is not None else msgspec.UNSET
+
+
+_ENDING_STARTS = (b'{"type":"response.completed",', b'{"type":"response.incomplete",')
+"""How OpenAI begins the events that end a response: the whole response again, its output items
+(the text that already streamed) among it. Read into ``_Ending``: what ``_terminal`` needs."""
+
+
+class _Typed(msgspec.Struct):
+    type: Any = None
+
+
+class _Ended(msgspec.Struct):
+    model: Any = None
+    status: Any = None
+    service_tier: Any = None
+    usage: Any = None
+    incomplete_details: Any = None
+    output: list[_Typed] | None = None
+
+
+class _Ending(msgspec.Struct):
+    response: _Ended | None = None
+
+
+_ending_decoder = msgspec.json.Decoder(_Ending)
+
+
+def _ending(data: bytes, provider: str) -> dict[str, Any]:
+    """The fields ``_terminal`` reads of an ending event's response (each output item's type alone)."""
+    try:
+        response = _ending_decoder.decode(data).response
+    except msgspec.DecodeError as exc:
+        raise UpstreamError(f"{provider} sent malformed JSON") from exc
+    if response is None:
+        return {}
+    fields = msgspec.structs.asdict(response)
+    fields["output"] = [{"type": item.type} for item in response.output or ()]
+    return fields
 
 
 def _ended_early(provider: str) -> UpstreamError:

@@ -672,9 +672,33 @@ async def test_events_read_the_same_however_they_are_written(session: aiohttp.Cl
     for broken in (b'{"type":"response.output_text.delta","delta":"x"',
                    b'{"type":"response.output_text.delta","output_index":0,"delta":7}',
                    b'{"type":"response.created","response":{"model":"gpt-4o"',
-                   b'{"type":"response.in_progress","response":"a string"}'):
+                   b'{"type":"response.in_progress","response":"a string"}',
+                   b'{"type":"response.completed","response":{"usage":'):
         with pytest.raises(UpstreamError, match="sent malformed JSON"):
             await _run_synthetic(session, _compact_sse(*CREATED) + b"data: " + broken + b"\n\n")
+
+
+@pytest.mark.parametrize(("ending", "reason"), [
+    (_completed([{"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f", "arguments": "{}"}]),
+     "tool_calls"),
+    ({"type": "response.incomplete", "response": _resource(
+        "incomplete", incomplete_details={"reason": "content_filter"},
+        usage={**USAGE, "input_tokens_details": None}, service_tier="flex")}, "content_filter"),
+    ({"type": "response.incomplete", "response": _resource("incomplete", incomplete_details=None)},
+     "max_output_tokens"),
+    ({"type": "response.completed", "response": None}, "stop"),
+    ({"type": "response.completed"}, "stop"),
+], ids=["completed-with-a-call", "content-filtered", "incomplete-without-details", "null-response", "no-response"])
+async def test_ending_events_read_the_same_however_they_are_written(
+        session: aiohttp.ClientSession, ending: dict[str, Any], reason: str) -> None:
+    """The events that end a response (the whole response again) take a fast path too, reading
+    only what the terminal deltas need."""
+    events = [*CREATED, *_text_events("done"), ending]
+    compact = await _run_synthetic(session, _compact_sse(*events))
+    spaced = await _run_synthetic(session, _sse(*events))
+    assert compact == spaced
+    finish = compact[-1]
+    assert isinstance(finish, d.Finish) and finish.reason == reason
 
 
 @pytest.mark.parametrize("event", [
