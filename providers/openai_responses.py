@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
@@ -358,15 +358,23 @@ class _TextDelta(msgspec.Struct):
     item_id: Any = None
 
 
+_Event = TypeVar("_Event")
+
+
+def _read(decoder: msgspec.json.Decoder[_Event], data: bytes, provider: str) -> _Event:
+    """An event read by one of the fast paths' decoders; one that does not fit is malformed."""
+    try:
+        return decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise UpstreamError(f"{provider} sent malformed JSON") from exc
+
+
 _text_delta_decoder = msgspec.json.Decoder(_TextDelta)
 
 
 def _text_delta(data: bytes, provider: str) -> tuple[Any, str, str | msgspec.UnsetType]:
     """A text delta event's item key, text and item id; one without its text is malformed."""
-    try:
-        event = _text_delta_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        raise UpstreamError(f"{provider} sent malformed JSON") from exc
+    event = _read(_text_delta_decoder, data, provider)
     return event.output_index, event.delta, _text_or_unset(event.item_id)
 
 
@@ -389,10 +397,7 @@ _opening_decoder = msgspec.json.Decoder(_Opening)
 
 
 def _opening_model(data: bytes, provider: str) -> str | msgspec.UnsetType:
-    try:
-        response = _opening_decoder.decode(data).response
-    except msgspec.DecodeError as exc:
-        raise UpstreamError(f"{provider} sent malformed JSON") from exc
+    response = _read(_opening_decoder, data, provider).response
     return _text_or_unset(response.model) if response is not None else msgspec.UNSET
 
 
@@ -423,10 +428,7 @@ _ending_decoder = msgspec.json.Decoder(_Ending)
 
 def _ending(data: bytes, provider: str) -> dict[str, Any]:
     """The fields ``_terminal`` reads of an ending event's response (each output item's type alone)."""
-    try:
-        response = _ending_decoder.decode(data).response
-    except msgspec.DecodeError as exc:
-        raise UpstreamError(f"{provider} sent malformed JSON") from exc
+    response = _read(_ending_decoder, data, provider).response
     if response is None:
         return {}
     fields = msgspec.structs.asdict(response)

@@ -58,7 +58,7 @@ async def responses_endpoint(scope: Scope, receive: Receive, send: Send) -> None
 
     One plain ASGI route rather than Litestar's HTTP and WebSocket handlers: on the gateway's
     hottest route Litestar's handler machinery (a signature model parsing the handler's
-    arguments, an exit stack, the reply's conversion) cost 5% of a worker's CPU per JSON request
+    arguments, an exit stack, the reply's conversion) cost 3.9% of a worker's CPU per JSON request
     (paired A/B, docs/benchmarks.md). Routing, the middleware and the exception handlers are
     Litestar's as on every other route; ``opt`` names what is served for the route listing."""
     if scope["type"] == "websocket":
