@@ -32,8 +32,8 @@ from providers.http import (
     decode_json,
     join_url,
     parse_retry_after,
+    read_body,
     read_error,
-    read_json,
     read_token_count,
     send,
     sse_reads,
@@ -230,12 +230,12 @@ class OpenAIResponsesProvider(SessionProvider):
     async def _whole(self, request: UpstreamRequest) -> AsyncGenerator[d.Delta, None]:
         response, map_error = await self._send(request)
         provider = request.deployment.provider
-        _, data = await read_json(response, provider)
-        if data.get("status") == "failed" or ("output" not in data and data.get("error")):
-            raise _in_band_error(data.get("error"), map_error)
+        reply = _read(_whole_reply_decoder, await read_body(response, provider), provider, misfit="an unexpected reply")
+        if reply.status == "failed" or (reply.output is msgspec.UNSET and reply.error):
+            raise _in_band_error(reply.error, map_error)
         try:
-            deltas = [delta for index, item in enumerate(data.get("output") or [])
-                      for delta in _item_deltas(index, item, streamed=False)] + _terminal(data)
+            deltas = [delta for index, item in enumerate(reply.output or [])
+                      for delta in _item_deltas(index, item, streamed=False)] + _terminal(msgspec.structs.asdict(reply))
         except _MISSHAPEN as exc:
             raise UpstreamError(f"{provider} sent an unexpected reply") from exc
         for delta in deltas:
@@ -361,10 +361,14 @@ class _TextDelta(msgspec.Struct):
 _Event = TypeVar("_Event")
 
 
-def _read(decoder: msgspec.json.Decoder[_Event], data: bytes, provider: str) -> _Event:
-    """An event read by one of the fast paths' decoders; one that does not fit is malformed."""
+def _read(decoder: msgspec.json.Decoder[_Event], data: bytes, provider: str, *,
+          misfit: str = "malformed JSON") -> _Event:
+    """An event or reply read by one of the typed decoders; JSON the decoder's type does not fit
+    is the upstream's ``misfit``."""
     try:
         return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise UpstreamError(f"{provider} sent {misfit}") from exc
     except msgspec.DecodeError as exc:
         raise UpstreamError(f"{provider} sent malformed JSON") from exc
 
@@ -399,6 +403,22 @@ _opening_decoder = msgspec.json.Decoder(_Opening)
 def _opening_model(data: bytes, provider: str) -> str | msgspec.UnsetType:
     response = _read(_opening_decoder, data, provider).response
     return _text_or_unset(response.model) if response is not None else msgspec.UNSET
+
+
+class _WholeReply(msgspec.Struct):
+    """What the gateway reads of a whole (non-streamed) reply: the request it echoes (the tools
+    and instructions, kilobytes for a coding agent) is skipped without being built."""
+
+    output: Any = msgspec.UNSET
+    status: Any = None
+    model: Any = None
+    service_tier: Any = None
+    usage: Any = None
+    incomplete_details: Any = None
+    error: Any = None
+
+
+_whole_reply_decoder = msgspec.json.Decoder(_WholeReply)
 
 
 _ENDING_STARTS = (b'{"type":"response.completed",', b'{"type":"response.incomplete",')

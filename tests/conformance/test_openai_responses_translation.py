@@ -713,6 +713,17 @@ async def test_an_event_without_what_its_type_promises_is_the_upstreams_error(
     assert caught.value.status == 502
 
 
+@pytest.mark.parametrize(("body", "message"), [
+    (b'[{"output": []}]', "sent an unexpected reply"),
+    (b'{"output": [', "sent malformed JSON"),
+], ids=["not-an-object", "cut"])
+async def test_a_whole_reply_that_is_no_response_is_the_upstreams_error(
+        session: aiohttp.ClientSession, body: bytes, message: str) -> None:
+    with pytest.raises(UpstreamError, match=message) as caught:
+        await _run_synthetic(session, body, stream=False)
+    assert caught.value.status == 502
+
+
 async def test_a_reply_without_what_its_items_promise_is_the_upstreams_error(session: aiohttp.ClientSession) -> None:
     misshapen = _resource("completed", [{"type": "function_call", "id": "fc_1", "name": "f", "arguments": "{}"}])
     with pytest.raises(UpstreamError, match="sent an unexpected reply") as caught:
