@@ -405,16 +405,22 @@ def _opening_model(data: bytes, provider: str) -> str | msgspec.UnsetType:
     return _text_or_unset(response.model) if response is not None else msgspec.UNSET
 
 
-class _WholeReply(msgspec.Struct):
-    """What the gateway reads of a whole (non-streamed) reply: the request it echoes (the tools
-    and instructions, kilobytes for a coding agent) is skipped without being built."""
+class _Settled(msgspec.Struct):
+    """The fields of a finished response that ``_terminal`` reads besides its output; the rest
+    (the request it echoes: the tools and instructions, kilobytes for a coding agent) is skipped
+    without being built."""
 
-    output: Any = msgspec.UNSET
-    status: Any = None
     model: Any = None
+    status: Any = None
     service_tier: Any = None
     usage: Any = None
     incomplete_details: Any = None
+
+
+class _WholeReply(_Settled):
+    """A whole (non-streamed) reply: its output items in full."""
+
+    output: Any = msgspec.UNSET
     error: Any = None
 
 
@@ -430,12 +436,9 @@ class _Typed(msgspec.Struct):
     type: Any = None
 
 
-class _Ended(msgspec.Struct):
-    model: Any = None
-    status: Any = None
-    service_tier: Any = None
-    usage: Any = None
-    incomplete_details: Any = None
+class _Ended(_Settled):
+    """An ending event's response: each output item's type alone."""
+
     output: list[_Typed] | None = None
 
 
